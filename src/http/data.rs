@@ -1,0 +1,283 @@
+//! `GET /data` and `POST /data`.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use mongodb::bson::Bson;
+use tiny_http::Request;
+
+use super::{ApiError, Body, Handler, Reply};
+use crate::json;
+use crate::metrics::Metrics;
+use crate::paging;
+use crate::store::{DocumentStream, ListQuery, StoreError};
+
+/// A page stops growing once its JSON passes this size, even short of `limit`.
+const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// A streamed listing is produced in pieces of about this size.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+const INSERTED: &[u8] = br#"{"status":"Data inserted"}"#;
+
+impl Handler {
+    /// `POST /data`: stores one JSON object as a document.
+    pub(super) fn insert_document(&self, rq: &Request) -> Result<Reply, ApiError> {
+        if rq.body_exceeds_limit() {
+            return Err(ApiError::PayloadTooLarge {
+                limit: self.limits.max_body_bytes,
+            });
+        }
+        check_content_type(rq)?;
+        let document =
+            json::parse_document(rq.body()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        self.store
+            .insert(document)
+            .map_err(|e| self.store_error(e))?;
+        Ok(Reply::json(201, INSERTED))
+    }
+
+    /// `GET /data`: every document, or one page of them, without `_id`, in `_id` order.
+    pub(super) fn list_documents(&self, query: &str) -> Result<Reply, ApiError> {
+        let params = ListParams::parse(query, self.limits.page_limit_max)?;
+        match params.limit {
+            None => {
+                let documents = self
+                    .store
+                    .list(&ListQuery {
+                        after: params.after,
+                        limit: None,
+                        with_id: false,
+                    })
+                    .map_err(|e| self.store_error(e))?;
+                let stream = JsonArrayStream::new(documents, self.metrics.clone());
+                Ok(Reply::new(200, super::reply::JSON, Body::Stream(Box::new(stream))))
+            }
+            Some(limit) => self.page(params.after, limit),
+        }
+    }
+
+    /// One page, built in memory (bounded by `limit` and `PAGE_MAX_BYTES`) so that the
+    /// `Link` header to the next page can be sent before the body.
+    fn page(&self, after: Option<Bson>, limit: u32) -> Result<Reply, ApiError> {
+        // One more than asked for tells whether another page follows.
+        let documents = self
+            .store
+            .list(&ListQuery {
+                after,
+                limit: Some(limit + 1),
+                with_id: true,
+            })
+            .map_err(|e| self.store_error(e))?;
+        let mut body = vec![b'['];
+        let mut count = 0;
+        let mut last_id = None;
+        let mut more = false;
+        for document in documents {
+            let document = document.map_err(|e| self.store_error(e))?;
+            if count == limit || body.len() >= PAGE_MAX_BYTES {
+                more = true;
+                break;
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            json::write_document(&document, &mut body, true).map_err(|e| {
+                tracing::error!(error = %e, "cannot encode a stored document");
+                ApiError::Internal
+            })?;
+            last_id = Some(paging::encode(document.get("_id").ok().flatten().ok_or_else(
+                || {
+                    tracing::error!("a listed document has no _id");
+                    ApiError::Internal
+                },
+            )?));
+            count += 1;
+        }
+        body.push(b']');
+        let reply = Reply::json(200, body);
+        Ok(match (more, last_id) {
+            (true, Some(cursor)) => reply.with_header(
+                "Link",
+                format!("</data?limit={limit}&after={cursor}>; rel=\"next\""),
+            ),
+            _ => reply,
+        })
+    }
+}
+
+/// Accepts `application/json` and `application/<anything>+json`, with an optional
+/// UTF-8 charset: JSON is UTF-8 (RFC 8259).
+fn check_content_type(rq: &Request) -> Result<(), ApiError> {
+    let value = rq
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .map(|h| h.value.as_str())
+        .ok_or(ApiError::UnsupportedMediaType)?;
+    let mut parts = value.split(';');
+    let media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json_type = media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"));
+    let utf8 = parts.all(|param| match param.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let charset = value.trim().trim_matches('"');
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    });
+    if json_type && utf8 {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// The query string of `GET /data`.
+#[derive(Debug, Default, PartialEq)]
+struct ListParams {
+    limit: Option<u32>,
+    after: Option<Bson>,
+}
+
+impl ListParams {
+    fn parse(query: &str, limit_max: u32) -> Result<ListParams, ApiError> {
+        let mut params = ListParams::default();
+        let mut seen_after = false;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let duplicate = || ApiError::BadRequest(format!("query parameter {name:?} given twice"));
+            match name.as_ref() {
+                "limit" => {
+                    if params.limit.is_some() {
+                        return Err(duplicate());
+                    }
+                    let limit: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "limit must be a whole number from 1 to {limit_max}, got {value:?}"
+                        ))
+                    })?;
+                    params.limit = Some(limit.min(limit_max));
+                }
+                "after" => {
+                    if seen_after {
+                        return Err(duplicate());
+                    }
+                    seen_after = true;
+                    params.after = Some(paging::decode(&value).ok_or_else(|| {
+                        ApiError::BadRequest(
+                            "after must be a cursor taken from a Link header of this API".into(),
+                        )
+                    })?);
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown query parameter {name:?}; GET /data takes limit and after"
+                    )))
+                }
+            }
+        }
+        Ok(params)
+    }
+}
+
+enum StreamState {
+    Start,
+    Documents { first: bool },
+    Done,
+}
+
+/// The whole listing as a JSON array, encoded batch by batch while it is sent: memory
+/// stays at one driver batch plus one chunk, whatever the size of the collection.
+struct JsonArrayStream {
+    documents: DocumentStream,
+    metrics: Arc<Metrics>,
+    buffer: Vec<u8>,
+    position: usize,
+    state: StreamState,
+}
+
+impl JsonArrayStream {
+    fn new(documents: DocumentStream, metrics: Arc<Metrics>) -> Self {
+        JsonArrayStream {
+            documents,
+            metrics,
+            buffer: Vec::with_capacity(STREAM_CHUNK + 4096),
+            position: 0,
+            state: StreamState::Start,
+        }
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        self.buffer.clear();
+        self.position = 0;
+        if let StreamState::Start = self.state {
+            self.buffer.push(b'[');
+            self.state = StreamState::Documents { first: true };
+        }
+        while let StreamState::Documents { first } = self.state {
+            if self.buffer.len() >= STREAM_CHUNK {
+                break;
+            }
+            match self.documents.next() {
+                None => {
+                    self.buffer.push(b']');
+                    self.state = StreamState::Done;
+                }
+                Some(Ok(document)) => {
+                    if !first {
+                        self.buffer.push(b',');
+                    }
+                    self.state = StreamState::Documents { first: false };
+                    json::write_document(&document, &mut self.buffer, false)
+                        .map_err(io::Error::other)?;
+                }
+                Some(Err(e)) => return Err(self.failed(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The listing cannot be finished: the error makes the server cut the connection
+    /// instead of ending the chunked body, so the client sees a truncated response.
+    fn failed(&mut self, error: StoreError) -> io::Error {
+        self.metrics.mongo_error(error.kind());
+        self.state = StreamState::Done;
+        io::Error::other(error.to_string())
+    }
+}
+
+impl Read for JsonArrayStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.position == self.buffer.len() {
+            if let StreamState::Done = self.state {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let available = &self.buffer[self.position..];
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<ListParams, u16> {
+        ListParams::parse(query, 100).map_err(|e| e.status())
+    }
+
+    #[test]
+    fn list_params() {
+        assert_eq!(parse(""), Ok(ListParams::default()));
+        assert_eq!(parse("limit=5").unwrap().limit, Some(5));
+        assert_eq!(parse("limit=5000").unwrap().limit, Some(100));
+        for bad in ["limit=0", "limit=-1", "limit=abc", "limit=", "limit=1&limit=2", "after=xyz", "foo=1", "limit=99999999999"] {
+            assert_eq!(parse(bad), Err(400), "{bad}");
+        }
+        let cursor = paging::encode(mongodb::bson::RawBsonRef::Int32(3));
+        assert_eq!(parse(&format!("after={cursor}")).unwrap().after, Some(Bson::Int32(3)));
+    }
+}

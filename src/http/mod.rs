@@ -1,0 +1,217 @@
+//! HTTP: routing, the handlers, and turning their results into responses. Every request
+//! is answered, counted in the metrics and logged as one JSON line.
+
+mod data;
+mod error;
+mod reply;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::oid::ObjectId;
+use serde_json::json;
+use tiny_http::{Method, Request};
+
+pub use error::ApiError;
+pub use reply::{Body, Reply};
+
+use crate::health;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Request-handling limits taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub queue_timeout: Duration,
+    pub page_limit_max: u32,
+}
+
+pub struct Handler {
+    store: Store,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Root,
+    Data,
+    Healthz,
+    Readyz,
+    Metrics,
+    Unknown,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        match path {
+            "/" => Route::Root,
+            "/data" => Route::Data,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The metrics label: the route, never the raw path, so clients cannot add series.
+    fn label(self) -> &'static str {
+        match self {
+            Route::Root => "/",
+            Route::Data => "/data",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Unknown => "unmatched",
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Data => "GET, HEAD, POST",
+            _ => "GET, HEAD",
+        }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match method {
+            Method::Get | Method::Head => true,
+            Method::Post => self == Route::Data,
+            _ => false,
+        }
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Patch => "PATCH",
+        Method::Options => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// The client's `X-Request-Id` if it is a sane token, else a fresh unique one.
+fn request_id(rq: &Request) -> String {
+    rq.headers()
+        .iter()
+        .find(|h| h.field.equiv("X-Request-Id"))
+        .map(|h| h.value.as_str())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| ObjectId::new().to_hex())
+}
+
+/// `GET /`: the reference app's greeting, with the local time formatted like Python's
+/// `str(datetime.now())`.
+fn welcome() -> Reply {
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f");
+    Reply::new(
+        200,
+        "text/plain; charset=utf-8",
+        Body::Bytes(format!("Welcome to the Flask app! The current time is: {now}").into_bytes()),
+    )
+}
+
+impl Handler {
+    pub fn new(store: Store, metrics: Arc<Metrics>, limits: Limits) -> Handler {
+        Handler {
+            store,
+            metrics,
+            limits,
+        }
+    }
+
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
+    /// Answers one request; never panics on any input.
+    pub fn handle(&self, rq: Request) {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+        let id = request_id(&rq);
+        let method = method_label(rq.method());
+        let url = rq.url();
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let route = Route::of(path);
+
+        let waited = rq.received_at().elapsed();
+        let result = if route != Route::Healthz && waited > self.limits.queue_timeout {
+            Err(ApiError::Overloaded)
+        } else {
+            self.dispatch(route, &rq, query)
+        };
+        let reply = result.unwrap_or_else(ApiError::into_reply);
+        let status = reply.status;
+        let path = path.to_owned();
+
+        let outcome = rq.respond(reply.into_response(&id));
+        let elapsed = started.elapsed();
+        self.metrics.observe(route.label(), method, status, elapsed);
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        match outcome {
+            Ok(()) => tracing::info!(
+                method, path, status, duration_ms, request_id = id, "request"
+            ),
+            Err(error) => tracing::warn!(
+                method, path, status, duration_ms, request_id = id, %error,
+                "response aborted"
+            ),
+        }
+    }
+
+    fn dispatch(&self, route: Route, rq: &Request, query: &str) -> Result<Reply, ApiError> {
+        if route == Route::Unknown {
+            return Err(ApiError::NotFound);
+        }
+        if !route.allows(rq.method()) {
+            return Err(ApiError::MethodNotAllowed {
+                allow: route.allow(),
+            });
+        }
+        match route {
+            Route::Root => Ok(welcome()),
+            Route::Data if *rq.method() == Method::Post => self.insert_document(rq),
+            Route::Data => self.list_documents(query),
+            Route::Healthz => Ok(health::live()),
+            Route::Readyz => health::ready(&self.store)
+                .map_err(|e| self.store_error(e))
+                .map(|()| Reply::json_value(200, &json!({ "status": "ready" }))),
+            Route::Metrics => {
+                let (body, content_type) = self.metrics.render();
+                Ok(Reply::new(200, content_type, Body::Bytes(body)))
+            }
+            Route::Unknown => Err(ApiError::NotFound),
+        }
+    }
+
+    /// Counts and logs a MongoDB failure and says what the client gets.
+    fn store_error(&self, error: StoreError) -> ApiError {
+        self.metrics.mongo_error(error.kind());
+        match error {
+            StoreError::Duplicate => ApiError::Conflict,
+            StoreError::Rejected(reason) => {
+                ApiError::BadRequest(format!("MongoDB refused the document: {reason}"))
+            }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e.kind, "MongoDB unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Internal(e) => {
+                tracing::error!(error = %e.kind, "MongoDB operation failed");
+                ApiError::Internal
+            }
+        }
+    }
+}

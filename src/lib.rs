@@ -1,0 +1,17 @@
+//! A JSON API over MongoDB: `GET /` (a welcome with the time), `GET /data` (every
+//! document), `POST /data` (insert one), plus probes and metrics.
+//!
+//! [`app::run`] is the whole service; `main` only reads the configuration, binds the
+//! port and calls it, and the integration tests start it the same way on `127.0.0.1:0`.
+
+pub mod app;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod json;
+pub mod logging;
+pub mod metrics;
+pub mod paging;
+pub mod server;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,133 @@
+//! Prometheus metrics, exposed at `GET /metrics` in the text exposition format.
+//!
+//! The `prometheus` crate (the Rust client most exporters use) does the bookkeeping and
+//! the encoding; label values come from fixed sets so that no client input can grow the
+//! number of series.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGauge,
+    mongo_errors: IntCounterVec,
+}
+
+/// Decrements the in-flight gauge when the request is done, however it ends.
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered, by route, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from dequeuing a request to having written its response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("http_requests_in_flight", "Requests being handled now")
+            .expect("valid metric");
+        let mongo_errors = IntCounterVec::new(
+            Opts::new("mongodb_errors_total", "Failed MongoDB operations, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+
+        let registry = Registry::new();
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(mongo_errors.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            mongo_errors,
+        }
+    }
+
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let mut status_text = itoa::Buffer::new();
+        self.requests
+            .with_label_values(&[route, method, status_text.format(status)])
+            .inc();
+        self.latency
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failed MongoDB operation; `kind` is one of a few fixed words.
+    pub fn mongo_error(&self, kind: &'static str) {
+        self.mongo_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The exposition text and its content type.
+    pub fn render(&self) -> (Vec<u8>, String) {
+        let encoder = TextEncoder::new();
+        let mut out = Vec::with_capacity(8 * 1024);
+        encoder
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into memory cannot fail");
+        (out, encoder.format_type().to_owned())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_gauge() {
+        let m = Metrics::new();
+        {
+            let _guard = m.in_flight();
+            m.observe("/data", "POST", 201, Duration::from_millis(3));
+        }
+        m.mongo_error("unavailable");
+        let (text, content_type) = m.render();
+        let text = String::from_utf8(text).unwrap();
+        assert!(content_type.starts_with("text/plain"));
+        assert!(text.contains(r#"http_requests_total{method="POST",route="/data",status="201"} 1"#), "{text}");
+        assert!(text.contains(r#"http_request_duration_seconds_bucket{route="/data",le="0.005"} 1"#), "{text}");
+        assert!(text.contains("http_requests_in_flight 0"), "{text}");
+        assert!(text.contains(r#"mongodb_errors_total{kind="unavailable"} 1"#), "{text}");
+    }
+}

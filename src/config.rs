@@ -297,7 +297,11 @@ mod tests {
         assert_eq!(c.bind_addr.to_string(), "0.0.0.0");
         assert_eq!(c.database(), "flask_db");
         match c.mongo_target() {
-            MongoTarget::Host { host, port, credential } => {
+            MongoTarget::Host {
+                host,
+                port,
+                credential,
+            } => {
                 assert_eq!((host.as_str(), port), ("mongo", 27017));
                 assert!(credential.is_none());
             }
@@ -313,8 +317,14 @@ mod tests {
         assert!(err.0.contains("MONGO_USER"), "{err}");
         let ok = parse(&["--mongo-user", "app", "--mongo-password", "p@ss:w/rd%"]).unwrap();
         match ok.mongo_target() {
-            MongoTarget::Host { credential: Some((u, p, src)), .. } => {
-                assert_eq!((u.as_str(), p.expose(), src.as_str()), ("app", "p@ss:w/rd%", "admin"));
+            MongoTarget::Host {
+                credential: Some((u, p, src)),
+                ..
+            } => {
+                assert_eq!(
+                    (u.as_str(), p.expose(), src.as_str()),
+                    ("app", "p@ss:w/rd%", "admin")
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -322,7 +332,11 @@ mod tests {
 
     #[test]
     fn uri_wins_and_names_the_database() {
-        let c = parse(&["--mongodb-uri", "mongodb://u:p@db:1234/shop?authSource=admin"]).unwrap();
+        let c = parse(&[
+            "--mongodb-uri",
+            "mongodb://u:p@db:1234/shop?authSource=admin",
+        ])
+        .unwrap();
         assert!(matches!(c.mongo_target(), MongoTarget::Uri(_)));
         assert_eq!(c.database(), "shop");
         let c = parse(&["--mongodb-uri", "mongodb://db/shop", "--mongo-db", "other"]).unwrap();

@@ -84,7 +84,9 @@ fn oversized_integer(text: &str) -> Option<&str> {
                 if is_integer && literal.parse::<i64>().is_err() {
                     return Some(literal);
                 }
-                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
                     i += 1;
                 }
             }
@@ -156,7 +158,9 @@ fn read_object<'de, A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<Docum
     let mut document = Document::new();
     while let Some(key) = map.next_key::<String>()? {
         if key.contains('\0') {
-            return Err(de::Error::custom("field names cannot contain NUL characters"));
+            return Err(de::Error::custom(
+                "field names cannot contain NUL characters",
+            ));
         }
         if document.contains_key(&key) {
             return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
@@ -254,7 +258,11 @@ pub fn write_document(
     write_object(document, out, skip_id)
 }
 
-fn write_object(document: &RawDocument, out: &mut Vec<u8>, skip_id: bool) -> Result<(), EncodeError> {
+fn write_object(
+    document: &RawDocument,
+    out: &mut Vec<u8>,
+    skip_id: bool,
+) -> Result<(), EncodeError> {
     out.push(b'{');
     let mut first = true;
     for element in document {
@@ -340,13 +348,20 @@ mod tests {
     fn i64_limits_are_kept_and_beyond_refused() {
         let json = r#"{"max":9223372036854775807,"min":-9223372036854775808}"#;
         assert_eq!(round_trip(json), json);
-        for too_big in ["9223372036854775808", "-9223372036854775809", "123456789012345678901234567890"] {
+        for too_big in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+        ] {
             let err = parse_document(format!(r#"{{"n":{too_big}}}"#).as_bytes()).unwrap_err();
             assert!(err.to_string().contains("64-bit"), "{too_big}: {err}");
         }
         // Large numbers written as floats are floats, and integer-looking text inside
         // strings is not a number.
-        assert_eq!(round_trip(r#"{"f":1e300,"s":"99999999999999999999999"}"#), r#"{"f":1e+300,"s":"99999999999999999999999"}"#);
+        assert_eq!(
+            round_trip(r#"{"f":1e300,"s":"99999999999999999999999"}"#),
+            r#"{"f":1e+300,"s":"99999999999999999999999"}"#
+        );
     }
 
     #[test]
@@ -371,16 +386,31 @@ mod tests {
         ];
         for (body, expected) in cases {
             let err = parse_document(body).unwrap_err().to_string();
-            assert!(err.contains(expected), "{:?}: {err}", String::from_utf8_lossy(body));
+            assert!(
+                err.contains(expected),
+                "{:?}: {err}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn nesting_is_limited_to_mongodb_depth() {
-        let ok = format!("{}{}", "{\"a\":".repeat(MAX_DEPTH - 1) + "{", "}".repeat(MAX_DEPTH));
+        let ok = format!(
+            "{}{}",
+            "{\"a\":".repeat(MAX_DEPTH - 1) + "{",
+            "}".repeat(MAX_DEPTH)
+        );
         assert!(parse_document(ok.as_bytes()).is_ok());
-        let too_deep = format!("{}{}", "{\"a\":".repeat(MAX_DEPTH) + "{", "}".repeat(MAX_DEPTH + 1));
-        assert!(parse_document(too_deep.as_bytes()).unwrap_err().to_string().contains("100 levels"));
+        let too_deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(MAX_DEPTH) + "{",
+            "}".repeat(MAX_DEPTH + 1)
+        );
+        assert!(parse_document(too_deep.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("100 levels"));
         let hostile = "[".repeat(100_000);
         assert!(parse_document(format!("{{\"a\":{hostile}").as_bytes()).is_err());
     }
@@ -401,6 +431,8 @@ mod tests {
         );
         let mut out = Vec::new();
         write_document(&raw, &mut out, false).unwrap();
-        assert!(String::from_utf8(out).unwrap().starts_with(r#"{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}"#));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with(r#"{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}"#));
     }
 }

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("mongo-api: cannot listen on {}:{}: {e}", address.0, address.1);
+            eprintln!(
+                "mongo-api: cannot listen on {}:{}: {e}",
+                address.0, address.1
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -34,7 +34,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 impl Metrics {
     pub fn new() -> Self {
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -62,7 +65,9 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(mongo_errors.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         Metrics {
             registry,
@@ -125,9 +130,18 @@ mod tests {
         let (text, content_type) = m.render();
         let text = String::from_utf8(text).unwrap();
         assert!(content_type.starts_with("text/plain"));
-        assert!(text.contains(r#"http_requests_total{method="POST",route="/data",status="201"} 1"#), "{text}");
-        assert!(text.contains(r#"http_request_duration_seconds_bucket{route="/data",le="0.005"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"http_requests_total{method="POST",route="/data",status="201"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_request_duration_seconds_bucket{route="/data",le="0.005"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("http_requests_in_flight 0"), "{text}");
-        assert!(text.contains(r#"mongodb_errors_total{kind="unavailable"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"mongodb_errors_total{kind="unavailable"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -48,7 +48,9 @@ mod tests {
         ] {
             let raw = mongodb::bson::RawBson::try_from(id.clone()).unwrap();
             let token = encode(raw.as_raw_bson_ref());
-            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             assert_eq!(decode(&token), Some(id));
         }
     }
@@ -57,7 +59,10 @@ mod tests {
     fn rejects_foreign_tokens() {
         assert_eq!(decode(""), None);
         assert_eq!(decode("not base64!"), None);
-        assert_eq!(decode(&URL_SAFE_NO_PAD.encode(b"\x05\x00\x00\x00\x00")), None);
+        assert_eq!(
+            decode(&URL_SAFE_NO_PAD.encode(b"\x05\x00\x00\x00\x00")),
+            None
+        );
         assert_eq!(decode(&"A".repeat(5000)), None);
     }
 }

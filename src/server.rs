@@ -59,7 +59,10 @@ pub fn serve(
     }
     let left = pool.server.num_connections();
     if left > 0 {
-        tracing::warn!(connections = left, "grace period over, exiting with connections open");
+        tracing::warn!(
+            connections = left,
+            "grace period over, exiting with connections open"
+        );
     }
     pool.stop(deadline)
 }
@@ -105,7 +108,12 @@ impl Pool {
             thread::sleep(DRAIN_POLL);
         }
         let finished = self.threads.iter().all(JoinHandle::is_finished);
-        if let Some(e) = self.fatal.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(e) = self
+            .fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             return Err(e);
         }
         if finished {

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{
-    Acknowledgment, ClientOptions, Credential, ServerAddress, WriteConcern,
-};
+use mongodb::options::{Acknowledgment, ClientOptions, Credential, ServerAddress, WriteConcern};
 use mongodb::sync::{Client, Collection, Cursor, Database};
 
 use crate::config::{Config, ConfigError, MongoTarget};
@@ -78,7 +76,9 @@ impl From<mongodb::error::Error> for StoreError {
             ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000 => {
                 StoreError::Duplicate
             }
-            ErrorKind::Write(WriteFailure::WriteError(w)) => StoreError::Rejected(w.message.clone()),
+            ErrorKind::Write(WriteFailure::WriteError(w)) => {
+                StoreError::Rejected(w.message.clone())
+            }
             ErrorKind::Command(c) if is_document_error(c.code) => {
                 StoreError::Rejected(c.message.clone())
             }

@@ -50,7 +50,11 @@ impl Handler {
                     })
                     .map_err(|e| self.store_error(e))?;
                 let stream = JsonArrayStream::new(documents, self.metrics.clone());
-                Ok(Reply::new(200, super::reply::JSON, Body::Stream(Box::new(stream))))
+                Ok(Reply::new(
+                    200,
+                    super::reply::JSON,
+                    Body::Stream(Box::new(stream)),
+                ))
             }
             Some(limit) => self.page(params.after, limit),
         }
@@ -85,12 +89,12 @@ impl Handler {
                 tracing::error!(error = %e, "cannot encode a stored document");
                 ApiError::Internal
             })?;
-            last_id = Some(paging::encode(document.get("_id").ok().flatten().ok_or_else(
-                || {
+            last_id = Some(paging::encode(
+                document.get("_id").ok().flatten().ok_or_else(|| {
                     tracing::error!("a listed document has no _id");
                     ApiError::Internal
-                },
-            )?));
+                })?,
+            ));
             count += 1;
         }
         body.push(b']');
@@ -144,7 +148,8 @@ impl ListParams {
         let mut params = ListParams::default();
         let mut seen_after = false;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            let duplicate = || ApiError::BadRequest(format!("query parameter {name:?} given twice"));
+            let duplicate =
+                || ApiError::BadRequest(format!("query parameter {name:?} given twice"));
             match name.as_ref() {
                 "limit" => {
                     if params.limit.is_some() {
@@ -274,10 +279,22 @@ mod tests {
         assert_eq!(parse(""), Ok(ListParams::default()));
         assert_eq!(parse("limit=5").unwrap().limit, Some(5));
         assert_eq!(parse("limit=5000").unwrap().limit, Some(100));
-        for bad in ["limit=0", "limit=-1", "limit=abc", "limit=", "limit=1&limit=2", "after=xyz", "foo=1", "limit=99999999999"] {
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=abc",
+            "limit=",
+            "limit=1&limit=2",
+            "after=xyz",
+            "foo=1",
+            "limit=99999999999",
+        ] {
             assert_eq!(parse(bad), Err(400), "{bad}");
         }
         let cursor = paging::encode(mongodb::bson::RawBsonRef::Int32(3));
-        assert_eq!(parse(&format!("after={cursor}")).unwrap().after, Some(Bson::Int32(3)));
+        assert_eq!(
+            parse(&format!("after={cursor}")).unwrap().after,
+            Some(Bson::Int32(3))
+        );
     }
 }

@@ -7,9 +7,13 @@ use super::reply::Reply;
 #[derive(Debug)]
 pub enum ApiError {
     NotFound,
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     BadRequest(String),
-    PayloadTooLarge { limit: u64 },
+    PayloadTooLarge {
+        limit: u64,
+    },
     UnsupportedMediaType,
     Conflict,
     /// MongoDB cannot be reached, or refuses our credentials.

@@ -104,8 +104,7 @@ fn request_id(rq: &Request) -> String {
         .map(|h| h.value.as_str())
         .filter(|v| {
             (1..=128).contains(&v.len())
-                && v
-                    .bytes()
+                && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned)
@@ -159,10 +158,15 @@ impl Handler {
         let outcome = rq.respond(reply.into_response(&id));
         let elapsed = started.elapsed();
         self.metrics.observe(route.label(), method, status, elapsed);
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         match outcome {
             Ok(()) => tracing::info!(
-                method, path, status, duration_ms, request_id = id, "request"
+                method,
+                path,
+                status,
+                duration_ms,
+                request_id = id,
+                "request"
             ),
             Err(error) => tracing::warn!(
                 method, path, status, duration_ms, request_id = id, %error,

@@ -1,0 +1,138 @@
+//! A plain HTTP/1.1 client for the tests (ureq), and raw TCP for what a well-behaved
+//! client would never send.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The message of a `{"error": ...}` body, after checking that shape.
+    pub fn error(&self) -> String {
+        assert_eq!(
+            self.header("Content-Type"),
+            Some("application/json"),
+            "{:?}",
+            self.body
+        );
+        let value = self.json();
+        let object = value.as_object().expect("error body is an object");
+        assert_eq!(object.len(), 1, "error body has only `error`: {value}");
+        object["error"]
+            .as_str()
+            .expect("error is a string")
+            .to_owned()
+    }
+}
+
+pub fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    })
+}
+
+fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut response = result.expect("HTTP exchange");
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()
+        .expect("read body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn get(url: &str) -> Reply {
+    reply(agent().get(url).call())
+}
+
+pub fn head(url: &str) -> Reply {
+    reply(agent().head(url).call())
+}
+
+pub fn delete(url: &str) -> Reply {
+    reply(agent().delete(url).call())
+}
+
+pub fn put(url: &str, body: &str) -> Reply {
+    reply(
+        agent()
+            .put(url)
+            .header("Content-Type", "application/json")
+            .send(body),
+    )
+}
+
+pub fn post_json(url: &str, body: &str) -> Reply {
+    post(url, Some("application/json"), body.as_bytes())
+}
+
+pub fn post(url: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+    let mut request = agent().post(url);
+    if let Some(ct) = content_type {
+        request = request.header("Content-Type", ct);
+    }
+    reply(request.send(body))
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it or
+/// `timeout` passes. Returns what was read.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.write_all(request).expect("write request");
+    read_until_close(&mut stream)
+}
+
+/// Reads until EOF, a reset, or the read timeout; returns the text read.
+pub fn read_until_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in raw HTTP text.
+pub fn raw_status(text: &str) -> Option<u16> {
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+}

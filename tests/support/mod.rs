@@ -1,0 +1,38 @@
+//! Shared by the integration tests: a real MongoDB-speaking server process with
+//! authentication on, the service started in-process through `app::run` or as the real
+//! binary, and a plain HTTP client. Every process started here is stopped by its PID when
+//! its guard drops, whether the test passed or panicked.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod mongo;
+pub mod service;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A database name no other test uses.
+pub fn unique_db(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t_{}_{}_{}",
+        name,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, panicking after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,257 @@
+//! The service under test: in-process through `app::run` (as `main` runs it), or as the
+//! real binary in its own process for signals, exit codes, logs and memory.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mongo_api::app::{self, AppError};
+use mongo_api::config::Config;
+use mongo_api::shutdown::Shutdown;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::mongo::Mongo;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_mongo-api");
+
+/// Arguments connecting the service to `mongo` and database `db` as root.
+pub fn mongo_args(mongo: &Mongo, db: &str) -> Vec<String> {
+    let (user, password) = mongo.root_credentials();
+    vec![
+        "--mongo-host".into(),
+        mongo.host.clone(),
+        "--mongo-port".into(),
+        mongo.port.to_string(),
+        "--mongo-user".into(),
+        user,
+        "--mongo-password".into(),
+        password,
+        "--mongo-db".into(),
+        db.into(),
+    ]
+}
+
+/// The service running in this process on 127.0.0.1:0.
+pub struct App {
+    pub addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<Result<(), AppError>>>,
+}
+
+impl App {
+    /// Connected to `mongo` as root, with `extra` arguments after the defaults.
+    pub fn start(mongo: &Mongo, db: &str, extra: &[&str]) -> App {
+        let mut args = mongo_args(mongo, db);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        App::start_with(args)
+    }
+
+    pub fn start_with(args: Vec<String>) -> App {
+        let mut all = vec![
+            "mongo-api".to_owned(),
+            "--shutdown-grace-secs".into(),
+            "5".into(),
+        ];
+        all.extend(args);
+        let config = Config::from_args(all).expect("valid test configuration");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let shutdown = Shutdown::new();
+        let thread = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || app::run(listener, config, shutdown))
+        };
+        App {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the service and returns what `run` returned.
+    pub fn stop(mut self) -> Result<(), AppError> {
+        self.shutdown.trigger();
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("app thread panicked")
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The real binary in its own process, its stdout and stderr collected.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    output: Arc<Mutex<String>>,
+}
+
+fn collect(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    ready: Option<std::sync::mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(tx) = &ready {
+                if line.contains(r#""message":"listening""#) {
+                    let _ = tx.send(line.clone());
+                }
+            }
+            let mut out = into.lock().unwrap();
+            out.push_str(&line);
+            out.push('\n');
+        }
+    });
+}
+
+impl Process {
+    /// Starts the binary with only these environment variables (plus a loopback listen
+    /// address on a free port unless given) and waits until it listens.
+    pub fn start(env: &[(&str, String)]) -> Process {
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("PORT", "0");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Process::spawn(command)
+    }
+
+    /// Starts `command` (which must run the binary) and waits until it listens.
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
+        collect(child.stderr.take().unwrap(), output.clone(), None);
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("binary did not start; output:\n{}", output.lock().unwrap());
+            }
+        };
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        let addr = value["address"]
+            .as_str()
+            .expect("address")
+            .parse()
+            .expect("socket address");
+        Process {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal the service");
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything it printed so far, stdout and stderr interleaved by line.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
+    }
+
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_field("VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    pub fn threads(&self) -> u64 {
+        self.status_field("Threads:")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.pid()), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the binary to completion (for `--help` and configuration errors).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BINARY);
+    command.env_clear().args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run the binary")
+}
+
+/// Environment connecting the binary to `mongo` and `db` as root.
+pub fn mongo_env(mongo: &Mongo, db: &str) -> Vec<(&'static str, String)> {
+    let (user, password) = mongo.root_credentials();
+    vec![
+        ("MONGO_HOST", mongo.host.clone()),
+        ("MONGO_PORT", mongo.port.to_string()),
+        ("MONGO_USER", user),
+        ("MONGO_PASSWORD", password),
+        ("MONGO_DB", db.to_owned()),
+    ]
+}

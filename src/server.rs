@@ -63,6 +63,8 @@ pub fn serve(
             connections = left,
             "grace period over, exiting with connections open"
         );
+    } else {
+        tracing::debug!("all connections closed");
     }
     pool.stop(deadline)
 }
@@ -117,6 +119,7 @@ impl Pool {
             return Err(e);
         }
         if finished {
+            tracing::debug!("workers stopped");
             drop(self.threads);
             if let Ok(handler) = Arc::try_unwrap(self.handler) {
                 handler.into_store().shutdown();

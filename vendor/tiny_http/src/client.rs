@@ -40,6 +40,12 @@ impl ConnectionControl {
         !self.close.load(Ordering::Acquire) && !self.shared.draining()
     }
 
+    /// Whether the connection is to close after the current response (the server
+    /// draining alone does not say so: a request already on its way is still served).
+    fn closing(&self) -> bool {
+        self.close.load(Ordering::Acquire)
+    }
+
     pub(crate) fn close_after_response(&self) {
         self.close.store(true, Ordering::Release);
     }
@@ -105,7 +111,7 @@ impl ClientConnection {
     /// never has more than one request queued.
     pub(crate) fn serve(mut self, mut deliver: impl FnMut(Request)) {
         let (responded, wait_response) = mpsc::channel();
-        while self.control.keep_alive() {
+        while !self.control.closing() {
             match self.read_request(&responded) {
                 Ok(rq) => {
                     deliver(rq);
@@ -175,21 +181,23 @@ impl ClientConnection {
     }
 
     /// Waits for the first byte of the next request, up to the keep-alive timeout, giving
-    /// up early if the server starts draining. Closing an idle connection is silent.
+    /// up early (after at most `DRAIN_POLL`) if the server drains. A request already on
+    /// its way is still read while draining. Closing an idle connection is silent.
     fn wait_for_request(&mut self) -> Result<(), ReadError> {
         let idle_deadline = Instant::now() + self.options().keep_alive_timeout;
         loop {
             let now = Instant::now();
-            if self.control.shared.draining() || now >= idle_deadline {
-                return Err(ReadError::Closed);
-            }
             self.reader
                 .get_mut()
                 .set_deadline((now + DRAIN_POLL).min(idle_deadline));
             match self.reader.fill_buf() {
                 Ok([]) => return Err(ReadError::Closed),
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::TimedOut => continue,
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    if self.control.shared.draining() || Instant::now() >= idle_deadline {
+                        return Err(ReadError::Closed);
+                    }
+                }
                 Err(_) => return Err(ReadError::Closed),
             }
         }

@@ -213,9 +213,6 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, messages: Arc<Message
             Ok((stream, _)) => {
                 failing_since = None;
                 backoff = MIN_ACCEPT_BACKOFF;
-                if shared.draining() {
-                    break;
-                }
                 dispatch(stream, &pool, &shared, &messages);
             }
             Err(e) if is_per_connection(&e) => continue,
@@ -233,6 +230,15 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, messages: Arc<Message
                 log::warn!("accept() failed, retrying in {:?}: {}", backoff, e);
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+    // Clients whose connections the kernel completed before the listener closes are
+    // served rather than reset; their responses say `Connection: close`.
+    if listener.set_nonblocking(true).is_ok() {
+        while let Ok((stream, _)) = listener.accept() {
+            if stream.set_nonblocking(false).is_ok() {
+                dispatch(stream, &pool, &shared, &messages);
             }
         }
     }

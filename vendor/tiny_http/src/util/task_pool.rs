@@ -1,150 +1,162 @@
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-/// Manages a collection of threads.
+type Task = Box<dyn FnOnce() + Send>;
+
+/// Threads for connections: an idle thread takes the next connection, otherwise a new
+/// thread is started. Threads beyond `MIN_THREADS` exit after `IDLE_EXIT` without work,
+/// so the thread count returns to its resting level after a burst.
 ///
-/// A new thread is created every time all the existing threads are full.
-/// Any idle thread will automatically die after a few seconds.
+/// Upstream decided whether to start a thread from a count of waiting threads that was
+/// only updated once a woken thread ran, so a burst of connections could be queued
+/// behind busy threads and wait for a whole connection to finish. Here the decision and
+/// the bookkeeping happen under one lock: a task is queued only if an idle thread is
+/// left for it.
 pub(crate) struct TaskPool {
-    sharing: Arc<Sharing>,
+    shared: Arc<Shared>,
 }
 
-struct Sharing {
-    // list of the tasks to be done by worker threads
-    todo: Mutex<VecDeque<Box<dyn FnOnce() + Send>>>,
-
-    // condvar that will be notified whenever a task is added to `todo`
-    condvar: Condvar,
-
-    // number of total worker threads running
-    active_tasks: AtomicUsize,
-
-    // number of idle worker threads
-    waiting_tasks: AtomicUsize,
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
 }
 
-/// Minimum number of active threads.
-static MIN_THREADS: usize = 4;
+#[derive(Default)]
+struct State {
+    todo: VecDeque<Task>,
+    idle: usize,
+    threads: usize,
+    closing: bool,
+}
+
+const MIN_THREADS: usize = 4;
+const IDLE_EXIT: Duration = Duration::from_secs(5);
+/// A connection thread only parses heads and copies bodies: a small stack keeps a
+/// thousand open connections cheap.
 const CONNECTION_STACK: usize = 256 * 1024;
-
-struct Registration<'a> {
-    nb: &'a AtomicUsize,
-}
-
-impl<'a> Registration<'a> {
-    fn new(nb: &'a AtomicUsize) -> Registration<'a> {
-        nb.fetch_add(1, Ordering::Release);
-        Registration { nb }
-    }
-}
-
-impl<'a> Drop for Registration<'a> {
-    fn drop(&mut self) {
-        self.nb.fetch_sub(1, Ordering::Release);
-    }
-}
 
 impl TaskPool {
     pub(crate) fn new() -> TaskPool {
         let pool = TaskPool {
-            sharing: Arc::new(Sharing {
-                todo: Mutex::new(VecDeque::new()),
-                condvar: Condvar::new(),
-                active_tasks: AtomicUsize::new(0),
-                waiting_tasks: AtomicUsize::new(0),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
             }),
         };
-
         for _ in 0..MIN_THREADS {
-            if let Err(e) = pool.add_thread(None) {
+            if let Err(e) = pool.start_thread(None) {
                 log::warn!("could not pre-start a connection thread: {}", e);
             }
         }
-
         pool
     }
 
-    /// Executes a function in a thread.
-    /// If no thread is available, spawns a new one.
-    /// Runs `code` on an idle thread, or on a new one. Fails only if no thread can be
-    /// created (the task is then dropped, which closes its connection).
-    pub(crate) fn spawn(&self, code: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
-        let mut queue = self.sharing.todo.lock().unwrap();
-
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code))
-        } else {
-            queue.push_back(code);
-            self.sharing.condvar.notify_one();
-            Ok(())
+    /// Runs `task` on an idle thread, or on a new one. Fails only if no thread can be
+    /// created; the task is then dropped, which closes its connection.
+    pub(crate) fn spawn(&self, task: Task) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if state.idle > state.todo.len() {
+            state.todo.push_back(task);
+            self.shared.wake.notify_one();
+            return Ok(());
         }
+        drop(state);
+        self.start_thread(Some(task))
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnOnce() + Send>>) -> std::io::Result<()> {
-        let sharing = self.sharing.clone();
-
-        // A connection thread only parses heads and copies bodies: a small stack keeps a
-        // thousand open connections cheap. `thread::spawn` would panic on failure and take
-        // the accept loop down with it.
-        let builder = thread::Builder::new()
+    fn start_thread(&self, first: Option<Task>) -> io::Result<()> {
+        self.shared.lock().threads += 1;
+        let shared = self.shared.clone();
+        // `thread::spawn` would panic on failure and take the accept loop down with it.
+        let started = thread::Builder::new()
             .name("http-conn".into())
-            .stack_size(CONNECTION_STACK);
-        builder.spawn(move || {
-            let sharing = sharing;
-            let _active_guard = Registration::new(&sharing.active_tasks);
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                if let Some(task) = first {
+                    task();
+                }
+                shared.run();
+            });
+        if started.is_err() {
+            self.shared.lock().threads -= 1;
+        }
+        started.map(drop)
+    }
+}
 
-            if let Some(f) = initial_fn {
-                f();
-            }
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-            loop {
-                let task: Box<dyn FnOnce() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
-
-                    let task;
-                    loop {
-                        if let Some(poped_task) = todo.pop_front() {
-                            task = poped_task;
-                            break;
-                        }
-                        let _waiting_guard = Registration::new(&sharing.waiting_tasks);
-
-                        let received =
-                            if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
-                                true
-                            } else {
-                                let (new_lock, waitres) = sharing
-                                    .condvar
-                                    .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
-                                todo = new_lock;
-                                !waitres.timed_out()
-                            };
-
-                        if !received && todo.is_empty() {
-                            return;
-                        }
-                    }
-
-                    task
-                };
-
+    fn run(&self) {
+        let mut state = self.lock();
+        loop {
+            if let Some(task) = state.todo.pop_front() {
+                drop(state);
                 task();
+                state = self.lock();
+                continue;
             }
-        })?;
-        Ok(())
+            if state.closing {
+                break;
+            }
+            state.idle += 1;
+            let (next, wait) = self
+                .wake
+                .wait_timeout(state, IDLE_EXIT)
+                .unwrap_or_else(PoisonError::into_inner);
+            state = next;
+            state.idle -= 1;
+            if wait.timed_out() && state.todo.is_empty() && state.threads > MIN_THREADS {
+                break;
+            }
+        }
+        state.threads -= 1;
     }
 }
 
 impl Drop for TaskPool {
     fn drop(&mut self) {
-        self.sharing
-            .active_tasks
-            .store(999_999_999, Ordering::Release);
-        self.sharing.condvar.notify_all();
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    #[test]
+    fn a_burst_of_long_tasks_runs_at_once() {
+        let pool = TaskPool::new();
+        let (started, seen) = mpsc::channel();
+        let release = Arc::new((Mutex::new(false), Condvar::new()));
+        for _ in 0..20 {
+            let started = started.clone();
+            let release = release.clone();
+            pool.spawn(Box::new(move || {
+                started.send(()).unwrap();
+                let (flag, cv) = &*release;
+                let mut go = flag.lock().unwrap();
+                while !*go {
+                    go = cv.wait(go).unwrap();
+                }
+            }))
+            .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for n in 0..20 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            seen.recv_timeout(left)
+                .unwrap_or_else(|_| panic!("only {n} of 20 tasks started"));
+        }
+        *release.0.lock().unwrap() = true;
+        release.1.notify_all();
     }
 }

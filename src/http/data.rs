@@ -73,12 +73,11 @@ impl Handler {
             })
             .map_err(|e| self.store_error(e))?;
         let mut body = vec![b'['];
-        let mut count = 0;
         let mut last_id = None;
         let mut more = false;
-        for document in documents {
+        for (count, document) in documents.enumerate() {
             let document = document.map_err(|e| self.store_error(e))?;
-            if count == limit || body.len() >= PAGE_MAX_BYTES {
+            if count == limit as usize || body.len() >= PAGE_MAX_BYTES {
                 more = true;
                 break;
             }
@@ -95,7 +94,6 @@ impl Handler {
                     ApiError::Internal
                 })?,
             ));
-            count += 1;
         }
         body.push(b']');
         let reply = Reply::json(200, body);

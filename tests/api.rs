@@ -275,13 +275,78 @@ fn unknown_paths_and_methods_get_json_errors() {
         assert_eq!(reply.header("Allow"), Some(allow));
         assert!(reply.error().contains(allow));
     }
-    // Malformed HTTP gets a JSON error from the server itself.
-    let text = raw_exchange(app.addr, b"NONSENSE\r\n\r\n", Duration::from_secs(5));
-    assert_eq!(raw_status(&text), Some(400), "{text}");
+    // Malformed or unsupported HTTP gets a JSON error from the server itself.
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(20_000));
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\n{}\r\n",
+        "X-Filler: 0123456789\r\n".repeat(120)
+    );
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"NONSENSE\r\n\r\n".to_vec(), 400, "malformed request line"),
+        (
+            b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n".to_vec(),
+            400,
+            "malformed request header",
+        ),
+        (long_target.into_bytes(), 414, "request line too long"),
+        (many_headers.into_bytes(), 431, "too many request headers"),
+        (
+            b"GET / HTTP/2.0\r\n\r\n".to_vec(),
+            505,
+            "HTTP/1.0 and HTTP/1.1",
+        ),
+        (
+            b"POST /data HTTP/1.1\r\nExpect: magic\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            417,
+            "Expect",
+        ),
+        (
+            b"POST /data HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            400,
+            "must not both",
+        ),
+        (
+            b"POST /data HTTP/1.1\r\nContent-Length: 2, 3\r\n\r\n{}".to_vec(),
+            400,
+            "invalid Content-Length",
+        ),
+    ];
+    for (request, status, message) in cases {
+        let text = raw_exchange(app.addr, &request, Duration::from_secs(5));
+        assert_eq!(raw_status(&text), Some(status), "{text:.300}");
+        assert!(
+            text.contains("Content-Type: application/json"),
+            "{text:.300}"
+        );
+        assert!(
+            text.contains(message) && text.contains("Connection: close"),
+            "{text:.300}"
+        );
+    }
+
+    // HTTP/1.0: answered, then closed, unless the client asks to keep the connection.
+    let text = raw_exchange(
+        app.addr,
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
     assert!(
-        text.contains("application/json") && text.contains("malformed request line"),
+        text.contains("Connection: close") && text.ends_with(r#"{"status":"ok"}"#),
         "{text}"
     );
+    // A streamed listing to an HTTP/1.0 client is delimited by closing the connection.
+    let text = raw_exchange(
+        app.addr,
+        b"GET /data HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        text.starts_with("HTTP/1.0 200 OK\r\n") && text.contains("Connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n[]"), "{text}");
 }
 
 #[test]

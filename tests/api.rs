@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{doc, Bson};
 use support::http::{self, raw_exchange, raw_status};
 use support::mongo::{skip_unless_managed, Mongo};
-use support::service::App;
+use support::service::{login_args, App};
 use support::wait_for;
 
 #[test]
@@ -473,23 +473,7 @@ fn special_characters_in_the_password_work() {
     let db = mongo.fresh_db("password");
     let password = "p@ss:w/rd%40?#[]&=+ é";
     mongo.create_user("app-user", password, &db);
-    let (host, port) = (mongo.host.clone(), mongo.port.to_string());
-    let app = App::start_with(
-        [
-            "--mongo-host",
-            &host,
-            "--mongo-port",
-            &port,
-            "--mongo-user",
-            "app-user",
-            "--mongo-password",
-            password,
-            "--mongo-db",
-            &db,
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    let app = App::start_with(login_args(&mongo, &db, "app-user", password));
     let ready = http::get(&app.url("/readyz"));
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(
@@ -504,25 +488,9 @@ fn wrong_password_gives_503_within_the_timeout() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("wrongpw");
     let (user, _) = mongo.root_credentials();
-    let (host, port) = (mongo.host.clone(), mongo.port.to_string());
-    let app = App::start_with(
-        [
-            "--mongo-host",
-            &host,
-            "--mongo-port",
-            &port,
-            "--mongo-user",
-            &user,
-            "--mongo-password",
-            "not-the-password",
-            "--mongo-db",
-            &db,
-            "--mongo-timeout-ms",
-            "1000",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    let mut args = login_args(&mongo, &db, &user, "not-the-password");
+    args.extend(["--mongo-timeout-ms".into(), "1000".into()]);
+    let app = App::start_with(args);
     assert_eq!(http::get(&app.url("/healthz")).status, 200);
     for (name, reply) in [
         ("readyz", timed(|| http::get(&app.url("/readyz")))),

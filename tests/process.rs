@@ -96,15 +96,7 @@ fn bad_configuration_exits_non_zero_with_one_clear_line() {
 fn requests_in_flight_are_answered(signal: Signal) {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("drain");
-    let documents: Vec<Document> = (0..5000)
-        .map(|i| doc! {"i": i, "pad": "x".repeat(100)})
-        .collect();
-    mongo
-        .database(&db)
-        .collection::<Document>("data")
-        .insert_many(documents)
-        .run()
-        .unwrap();
+    mongo.preload(&db, 5000, 100);
     let mut env = mongo_env(&mongo, &db);
     env.push(("WORKERS", "4".into()));
     // This test is about draining, not about shedding load that waits too long.
@@ -376,15 +368,7 @@ fn a_server_error_inside_a_listing_cuts_the_connection() {
         return;
     }
     let db = mongo.fresh_db("cut");
-    let documents: Vec<Document> = (0..60000)
-        .map(|i| doc! {"i": i, "pad": "y".repeat(300)})
-        .collect();
-    mongo
-        .database(&db)
-        .collection::<Document>("data")
-        .insert_many(documents)
-        .run()
-        .unwrap();
+    mongo.preload(&db, 60_000, 300);
     let mut env = mongo_env(&mongo, &db);
     env.push(("MONGO_TIMEOUT_MS", "500".into()));
     let service = Process::start(&env);

@@ -216,6 +216,18 @@ impl Mongo {
             .expect("createUser");
     }
 
+    /// Inserts `count` documents `{"i": n, "pad": "xxx..."}` straight through the driver.
+    pub fn preload(&self, db: &str, count: i32, pad: usize) {
+        let documents: Vec<Document> = (0..count)
+            .map(|i| doc! {"i": i, "pad": "x".repeat(pad)})
+            .collect();
+        self.database(db)
+            .collection::<Document>("data")
+            .insert_many(documents)
+            .run()
+            .expect("preload documents");
+    }
+
     pub fn database(&self, name: &str) -> Database {
         self.admin().database(name)
     }

@@ -21,15 +21,20 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_mongo-api");
 /// Arguments connecting the service to `mongo` and database `db` as root.
 pub fn mongo_args(mongo: &Mongo, db: &str) -> Vec<String> {
     let (user, password) = mongo.root_credentials();
+    login_args(mongo, db, &user, &password)
+}
+
+/// Arguments connecting the service to `mongo` and database `db` as `user`.
+pub fn login_args(mongo: &Mongo, db: &str, user: &str, password: &str) -> Vec<String> {
     vec![
         "--mongo-host".into(),
         mongo.host.clone(),
         "--mongo-port".into(),
         mongo.port.to_string(),
         "--mongo-user".into(),
-        user,
+        user.into(),
         "--mongo-password".into(),
-        password,
+        password.into(),
         "--mongo-db".into(),
         db.into(),
     ]

@@ -325,6 +325,28 @@ fn unknown_paths_and_methods_get_json_errors() {
         );
     }
 
+    // Pipelined requests are answered in order; nothing after `Connection: close` is.
+    let text = raw_exchange(
+        app.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "404", "200"], "{text}");
+    // Expect: 100-continue, as curl sends for large bodies.
+    let text = raw_exchange(
+        app.addr,
+        b"POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}",
+        Duration::from_secs(5),
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"),
+        "{text}"
+    );
+
     // HTTP/1.0: answered, then closed, unless the client asks to keep the connection.
     let text = raw_exchange(
         app.addr,
@@ -346,7 +368,7 @@ fn unknown_paths_and_methods_get_json_errors() {
         text.starts_with("HTTP/1.0 200 OK\r\n") && text.contains("Connection: close"),
         "{text}"
     );
-    assert!(text.ends_with("\r\n\r\n[]"), "{text}");
+    assert!(text.ends_with("\r\n\r\n[{\"a\":1}]"), "{text}");
 }
 
 #[test]

@@ -31,11 +31,7 @@ pub struct CreateUser {
     role: String,
 }
 
-pub fn connect(
-    host: &str,
-    port: u16,
-    login: Option<(&str, &str)>,
-) -> mongodb::error::Result<Client> {
+fn connect(host: &str, port: u16, login: Option<(&str, &str)>) -> mongodb::error::Result<Client> {
     let mut options = ClientOptions::default();
     options.hosts = vec![ServerAddress::Tcp {
         host: host.to_owned(),
@@ -59,16 +55,47 @@ pub fn create_user(args: &CreateUser) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("--admin-user and --admin-password go together".into()),
     };
-    let role = match args.role.split_once('@') {
+    add_user_at(
+        &args.host,
+        args.port,
+        login,
+        &args.user,
+        &args.password,
+        &args.role,
+    )?;
+    println!("created MongoDB user {} ({})", args.user, args.role);
+    Ok(())
+}
+
+/// Creates `user` on the server at 127.0.0.1:`port`.
+pub fn add_user(
+    port: u16,
+    login: Option<(&str, &str)>,
+    user: &str,
+    password: &str,
+    role: &str,
+) -> Result<(), String> {
+    add_user_at("127.0.0.1", port, login, user, password, role)
+}
+
+/// `role` is `root`, or `readWrite@DB` for a role on one database.
+fn add_user_at(
+    host: &str,
+    port: u16,
+    login: Option<(&str, &str)>,
+    user: &str,
+    password: &str,
+    role: &str,
+) -> Result<(), String> {
+    let role = match role.split_once('@') {
         Some((role, db)) => doc! { "role": role, "db": db },
-        None => doc! { "role": args.role.as_str(), "db": "admin" },
+        None => doc! { "role": role, "db": "admin" },
     };
-    let client = connect(&args.host, args.port, login).map_err(|e| e.to_string())?;
+    let client = connect(host, port, login).map_err(|e| e.to_string())?;
     client
         .database("admin")
-        .run_command(doc! { "createUser": &args.user, "pwd": &args.password, "roles": [role] })
+        .run_command(doc! { "createUser": user, "pwd": password, "roles": [role] })
         .run()
-        .map_err(|e| format!("createUser {}: {}", args.user, e.kind))?;
-    println!("created MongoDB user {} ({})", args.user, args.role);
+        .map_err(|e| format!("createUser {user}: {}", e.kind))?;
     Ok(())
 }

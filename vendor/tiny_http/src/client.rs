@@ -79,6 +79,11 @@ pub(crate) struct ClientConnection {
     remote_addr: Option<SocketAddr>,
     /// Set when the client may still be sending bytes we will not read.
     unread_input: bool,
+    /// Each request signals here once it has been answered.
+    responded: mpsc::Sender<()>,
+    response_done: mpsc::Receiver<()>,
+    /// A request has been handed over and not answered yet.
+    outstanding: bool,
 }
 
 impl ClientConnection {
@@ -93,6 +98,7 @@ impl ClientConnection {
             BufReader::with_capacity(READ_BUFFER, DeadlineStream::new(socket.clone(), now));
         let writer =
             BufWriter::with_capacity(WRITE_BUFFER, DeadlineStream::new(socket.clone(), now));
+        let (responded, response_done) = mpsc::channel();
         Ok(ClientConnection {
             reader,
             writer: Arc::new(Mutex::new(writer)),
@@ -103,21 +109,36 @@ impl ClientConnection {
             }),
             remote_addr,
             unread_input: false,
+            responded,
+            response_done,
+            outstanding: false,
         })
     }
 
-    /// Serves requests one at a time until the connection closes. Each request goes to
-    /// `deliver`; the next one is not read before it has been answered, so a connection
-    /// never has more than one request queued.
+    /// Serves requests until the connection closes. Each request goes to `deliver`. While
+    /// it is being answered this thread already waits for the next one, but hands it over
+    /// only once the previous response is written: a connection never has more than one
+    /// request queued, and in the usual case (the client waits for each response) the
+    /// next request finds the previous one answered, so no thread has to be woken for it.
     pub(crate) fn serve(mut self, mut deliver: impl FnMut(Request)) {
-        let (responded, wait_response) = mpsc::channel();
         while !self.control.closing() {
-            match self.read_request(&responded) {
-                Ok(rq) => {
-                    deliver(rq);
-                    if wait_response.recv().is_err() {
-                        break;
+            let result = self.read_request();
+            if !self.finish_previous() {
+                break;
+            }
+            match result {
+                // A response that closed the connection voids a pipelined request.
+                Ok((rq, _)) if self.control.closing() => {
+                    rq.discard();
+                    break;
+                }
+                Ok((rq, close_after)) => {
+                    // Set before the request is handed over: its response must say so.
+                    if close_after {
+                        self.control.close_after_response();
                     }
+                    deliver(rq);
+                    self.outstanding = true;
                 }
                 Err(ReadError::Closed) => break,
                 Err(ReadError::Reject(status, message)) => {
@@ -126,14 +147,26 @@ impl ClientConnection {
                 }
             }
         }
+        self.finish_previous();
         self.close();
+    }
+
+    /// Waits until the request handed over last, if any, has been answered.
+    fn finish_previous(&mut self) -> bool {
+        if !self.outstanding {
+            return true;
+        }
+        self.outstanding = false;
+        self.response_done.recv().is_ok()
     }
 
     fn options(&self) -> &crate::ServerOptions {
         &self.control.shared.options
     }
 
-    fn read_request(&mut self, responded: &mpsc::Sender<()>) -> Result<Request, ReadError> {
+    /// The next request, and whether the connection must close after answering it (the
+    /// client asked so, or its body was too large to read).
+    fn read_request(&mut self) -> Result<(Request, bool), ReadError> {
         self.wait_for_request()?;
         let deadline = Instant::now() + self.options().request_timeout;
         self.reader.get_mut().set_deadline(deadline);
@@ -151,9 +184,7 @@ impl ClientConnection {
         }
         let headers = self.read_headers(&mut budget)?;
 
-        if wants_close(&headers, &http_version) {
-            self.control.close_after_response();
-        }
+        let close_after = wants_close(&headers, &http_version);
         let framing = body_framing(&headers)?;
         let expects_continue = expects_continue(&headers)?;
         let (body, body_exceeds_limit) =
@@ -169,22 +200,25 @@ impl ClientConnection {
                 _ => None,
             },
         };
-        Ok(Request::new(
+        let request = Request::new(
             head,
             body,
             body_exceeds_limit,
             self.remote_addr,
             self.writer.clone(),
             self.control.clone(),
-            responded.clone(),
-        ))
+            self.responded.clone(),
+        );
+        Ok((request, close_after || body_exceeds_limit))
     }
 
-    /// Waits for the first byte of the next request, up to the keep-alive timeout, giving
-    /// up early (after at most `DRAIN_POLL`) if the server drains. A request already on
-    /// its way is still read while draining. Closing an idle connection is silent.
+    /// Waits for the first byte of the next request, up to the keep-alive timeout after
+    /// the previous response, giving up early (within `DRAIN_POLL`) if the server drains
+    /// or the connection is to close. A request already on its way is still read while
+    /// draining. Closing an idle connection is silent.
     fn wait_for_request(&mut self) -> Result<(), ReadError> {
-        let idle_deadline = Instant::now() + self.options().keep_alive_timeout;
+        let keep_alive = self.options().keep_alive_timeout;
+        let mut idle_deadline = Instant::now() + keep_alive;
         loop {
             let now = Instant::now();
             self.reader
@@ -194,7 +228,23 @@ impl ClientConnection {
                 Ok([]) => return Err(ReadError::Closed),
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::TimedOut => {
-                    if self.control.shared.draining() || Instant::now() >= idle_deadline {
+                    if self.outstanding {
+                        // The connection is idle only from the end of its last response.
+                        match self.response_done.try_recv() {
+                            Ok(()) => {
+                                self.outstanding = false;
+                                idle_deadline = Instant::now() + keep_alive;
+                            }
+                            Err(mpsc::TryRecvError::Empty) => {
+                                idle_deadline = Instant::now() + keep_alive;
+                            }
+                            Err(mpsc::TryRecvError::Disconnected) => return Err(ReadError::Closed),
+                        }
+                    }
+                    if self.control.shared.draining()
+                        || self.control.closing()
+                        || Instant::now() >= idle_deadline
+                    {
                         return Err(ReadError::Closed);
                     }
                 }
@@ -296,13 +346,16 @@ impl ClientConnection {
 
     fn give_up_on_body(&mut self) -> (Vec<u8>, bool) {
         self.unread_input = true;
-        self.control.close_after_response();
         (Vec::new(), true)
     }
 
     fn send_continue(&mut self, expects: bool, version: &HTTPVersion) -> Result<(), ReadError> {
         if !expects || *version < (1, 1) {
             return Ok(());
+        }
+        // Nothing may be written before the previous response is complete.
+        if !self.finish_previous() {
+            return Err(ReadError::Closed);
         }
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         writer

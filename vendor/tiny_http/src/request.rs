@@ -153,7 +153,11 @@ impl Request {
         match result {
             Ok(true) => Ok(()),
             Ok(false) => {
+                // The connection thread may be waiting for a next request; the client
+                // must see the end of this response now (for a body delimited by the
+                // close, it is the end of the body).
                 self.control.close_after_response();
+                writer.get_ref().shutdown(std::net::Shutdown::Write);
                 Ok(())
             }
             Err(err) => {
@@ -169,6 +173,11 @@ impl Request {
                 }
             }
         }
+    }
+
+    /// Drops the request without answering it (the connection is closing).
+    pub(crate) fn discard(mut self) {
+        self.writer = None;
     }
 
     fn notify_responded(&mut self) {

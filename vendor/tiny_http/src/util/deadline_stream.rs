@@ -1,22 +1,39 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How far past its deadline a blocking call may run before the socket timeout is
+/// shortened; re-arming costs a system call, and most calls never block.
+const SLACK: Duration = Duration::from_millis(100);
+/// A socket timeout shorter than this (left over from a nearly spent deadline) is
+/// lengthened, so that a later, longer deadline does not wake the thread needlessly.
+const SHORTEST_USEFUL: Duration = Duration::from_millis(250);
 
 /// One direction of a TCP connection with a deadline instead of a per-call timeout.
 ///
 /// A socket timeout restarts with every successful read, so a client sending one byte
-/// just before each timeout could hold the connection forever. Before every system call
-/// the socket timeout is set to the time left until the deadline, which bounds the
-/// whole exchange no matter how the bytes are spaced.
+/// just before each timeout could hold the connection forever. Here the deadline is
+/// checked before every call and the socket timeout is kept no longer than the time
+/// left, so the whole exchange ends in time however its bytes are spaced.
 pub(crate) struct DeadlineStream {
     stream: Arc<TcpStream>,
     deadline: Instant,
+    armed: Option<Duration>,
+}
+
+enum Direction {
+    Read,
+    Write,
 }
 
 impl DeadlineStream {
     pub(crate) fn new(stream: Arc<TcpStream>, deadline: Instant) -> Self {
-        DeadlineStream { stream, deadline }
+        DeadlineStream {
+            stream,
+            deadline,
+            armed: None,
+        }
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Instant) {
@@ -27,35 +44,49 @@ impl DeadlineStream {
         let _ = self.stream.shutdown(how);
     }
 
-    fn time_left(&self) -> io::Result<std::time::Duration> {
+    /// Makes sure the next blocking call cannot outlast the deadline (by more than
+    /// `SLACK`); fails once the deadline has passed.
+    fn arm(&mut self, direction: Direction) -> io::Result<()> {
         let now = Instant::now();
         if now >= self.deadline {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
         }
-        Ok(self.deadline - now)
-    }
-}
-
-/// A timed-out socket call reports `WouldBlock` on Unix; callers want `TimedOut`.
-fn timed_out(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
-    } else {
-        e
+        let left = self.deadline - now;
+        let fits = |t: Duration| t <= left + SLACK && t >= left.min(SHORTEST_USEFUL);
+        if self.armed.is_some_and(fits) {
+            return Ok(());
+        }
+        match direction {
+            Direction::Read => self.stream.set_read_timeout(Some(left))?,
+            Direction::Write => self.stream.set_write_timeout(Some(left))?,
+        }
+        self.armed = Some(left);
+        Ok(())
     }
 }
 
 impl Read for DeadlineStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.set_read_timeout(Some(self.time_left()?))?;
-        (&*self.stream).read(buf).map_err(timed_out)
+        loop {
+            self.arm(Direction::Read)?;
+            match (&*self.stream).read(buf) {
+                // The socket timeout ran out before the deadline: wait on.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
     }
 }
 
 impl Write for DeadlineStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.set_write_timeout(Some(self.time_left()?))?;
-        (&*self.stream).write(buf).map_err(timed_out)
+        loop {
+            self.arm(Direction::Write)?;
+            match (&*self.stream).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -4,7 +4,14 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 secantus_version := "0.5.3-beta.196"
+kubernetes_validate_version := "1.37.0"
+# The Kubernetes version the manifests are validated against.
+kubernetes_version := "1.32.0"
 musl_target := "x86_64-unknown-linux-musl"
+version := `sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1`
+commit := `git rev-parse --short HEAD 2>/dev/null || echo unknown`
+image := "mongo-api:" + version
+namespace := "mongo-api"
 # Where `just run` keeps the local database and its credentials.
 data_dir := "data"
 local_mongo_port := "27018"
@@ -37,6 +44,108 @@ deps:
 build:
     cargo build
 
+# Build the static release binary (musl, mimalloc) that goes into the image
+build-static: deps
+    cargo build --release --target {{musl_target}} -p mongo-api --features mimalloc
+    @ls -l target/{{musl_target}}/release/mongo-api
+
+# Build the FROM-scratch image, tagged mongo-api:VERSION and mongo-api:VERSION-COMMIT
+build-image: build-static
+    docker build --quiet -f Dockerfile.scratch --build-arg VERSION={{version}} --build-arg REVISION={{commit}} \
+        -t {{image}} -t {{image}}-{{commit}} .
+    @docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
+
+# Write random MongoDB credentials for the manifests to k8s/base/secrets.env, once (not in git)
+secrets:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    file=k8s/base/secrets.env
+    [ -f $file ] && exit 0
+    secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+    umask 077
+    printf 'MONGO_ROOT_USER=root\nMONGO_ROOT_PASSWORD=%s\nMONGO_APP_USER=app\nMONGO_APP_PASSWORD=%s\n' "$(secret)" "$(secret)" >$file
+    echo "wrote $file"
+
+# Deploy to Minikube (started if needed): MongoDB, the service, NodePort 30007, HPA; prints the URL
+deploy overlay="base": secrets build-image
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! minikube status >/dev/null 2>&1; then
+        # Calico enforces the NetworkPolicy that keeps MongoDB private to the service.
+        minikube start --cni=calico
+    fi
+    minikube addons enable metrics-server
+    minikube image load {{image}}
+    existed=$(kubectl -n {{namespace}} get deployment mongo-api -o name 2>/dev/null || true)
+    kubectl apply -k k8s/{{overlay}}
+    # Same tag, new build: restart so that the pods run the image just loaded.
+    [ -n "$existed" ] && kubectl -n {{namespace}} rollout restart deployment/mongo-api
+    kubectl -n {{namespace}} rollout status statefulset/mongo --timeout=300s
+    kubectl -n {{namespace}} rollout status deployment/mongo-api --timeout=180s
+    echo "service: $(just url)"
+
+# Remove the deployment, MongoDB's data included (the whole namespace)
+undeploy:
+    kubectl delete namespace {{namespace}} --ignore-not-found
+
+# Print the service's URL on Minikube (the NodePort)
+url:
+    @minikube service -n {{namespace}} mongo-api --url
+
+# Follow the service's logs on Minikube (every pod)
+logs:
+    kubectl -n {{namespace}} logs -l app.kubernetes.io/name=mongo-api --prefix --tail=50 -f
+
+# Render every overlay, validate it against the Kubernetes schemas, and check what schemas miss
+check-k8s: deps-k8s secrets
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target/k8s
+    for overlay in base overlays/assignment; do
+        out=target/k8s/$(basename $overlay).yaml
+        kubectl kustomize k8s/$overlay >$out
+        kubernetes-validate --kubernetes-version {{kubernetes_version}} --strict --quiet $out
+        python3 k8s/check_manifests.py $out --image {{image}}
+    done
+    cd k8s && python3 -m unittest --quiet test_check_manifests
+
+# Start a private Docker engine, build the image, run it as the Deployment would, stop it all
+test-image: deps-docker check-k8s
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -z "${DOCKER_HOST:-}" ] && ! docker info >/dev/null 2>&1; then
+        dir=$(mktemp -d /tmp/mongo-api-docker.XXXXXX)
+        dockerd --iptables=false --ip6tables=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
+            -H unix://$dir/docker.sock --pidfile $dir/docker.pid >$dir/dockerd.log 2>&1 &
+        dockerd_pid=$!
+        trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; rm -rf $dir' EXIT
+        export DOCKER_HOST=unix://$dir/docker.sock
+        for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
+    fi
+    just build-image
+    python3 k8s/image_check.py target/k8s/base.yaml --image {{image}}
+
+# Install what the manifest checks need: kubectl (with kustomize), kubernetes-validate
+deps-k8s:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v kubectl >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq kubectl >/dev/null \
+            || { echo "kubectl is needed (1.27 or newer, for kustomize 5); install it from https://kubernetes.io/docs/tasks/tools/"; exit 1; }
+    fi
+    kubernetes-validate --version 2>/dev/null | grep -qx "{{kubernetes_validate_version}}" \
+        || python3 -m pip install --quiet "kubernetes-validate=={{kubernetes_validate_version}}"
+
+# Install a Docker engine for the image test (Debian's docker.io)
+deps-docker:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v dockerd >/dev/null && command -v docker >/dev/null && exit 0
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq docker.io >/dev/null
+
 # Run the service on :5000 against a local MongoDB stand-in it starts (data kept in ./data)
 run: deps
     #!/usr/bin/env bash
@@ -63,8 +172,25 @@ run: deps
     MONGO_HOST=127.0.0.1 MONGO_PORT={{local_mongo_port}} MONGO_USER=app MONGO_DB=flask_db \
         ./target/release/mongo-api
 
-# Run every test: formatting, lints, unit and integration tests against a real MongoDB-speaking server
+# Run every test: lints, unit and integration tests (real MongoDB-speaking server), manifests, image
 test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
+    just test-image
+
+# Benchmark. No arguments: the whole local comparison (service, floors, Flask reference;
+# about 25 minutes). With arguments: one load run, e.g. against Minikube for the HPA demo:
+# `just bench --url $(just url) --rate 400 --duration 300`
+bench *args: build-static
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p bench --quiet
+    if [ -n "{{args}}" ]; then
+        exec ./target/release/bench run {{args}}
+    fi
+    [ -x target/bench-venv/bin/python ] || python3 -m venv target/bench-venv
+    target/bench-venv/bin/pip install --quiet --disable-pip-version-check -r bench/flask_ref/requirements.txt
+    image=()
+    if docker image inspect {{image}} >/dev/null 2>&1; then image=(--image {{image}}); fi
+    ./target/release/bench suite --python target/bench-venv/bin/python "${image[@]}" --json target/bench.json

@@ -140,6 +140,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds accept() may keep failing (e.g. no file descriptor left) before the process
+    /// exits non-zero, to be restarted, instead of staying up without serving
+    #[arg(long, env = "ACCEPT_FAILURE_LIMIT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub accept_failure_limit_secs: u64,
+
     /// Largest page GET /data?limit=N returns; larger limits are lowered to it
     #[arg(long, env = "PAGE_LIMIT_MAX", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -277,6 +283,7 @@ impl Config {
             response_timeout: Duration::from_secs(self.response_timeout_secs),
             max_body_bytes: self.max_body_bytes as usize,
             max_connections: self.max_connections as usize,
+            accept_failure_limit: Duration::from_secs(self.accept_failure_limit_secs),
             ..tiny_http::ServerOptions::default()
         }
     }

@@ -5,6 +5,10 @@ use mongo_api::config::Config;
 use mongo_api::shutdown::Shutdown;
 use mongo_api::{app, logging};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::load() {
         Ok(config) => config,

@@ -32,6 +32,52 @@ pub fn decode(cursor: &str) -> Option<Bson> {
     Bson::try_from(value.to_raw_bson()).ok()
 }
 
+/// The query string of `GET /data`: `limit` and `after`, each at most once, nothing else.
+#[derive(Debug, Default, PartialEq)]
+pub struct Params {
+    /// Page size, lowered to the configured maximum; `None`: the whole collection.
+    pub limit: Option<u32>,
+    /// Start after the document with this `_id`.
+    pub after: Option<Bson>,
+}
+
+impl Params {
+    /// Parses a raw (percent-encoded) query string; the error says what is wrong.
+    pub fn parse(query: &str, limit_max: u32) -> Result<Params, String> {
+        let mut params = Params::default();
+        let mut seen_after = false;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let duplicate = || format!("query parameter {name:?} given twice");
+            match name.as_ref() {
+                "limit" => {
+                    if params.limit.is_some() {
+                        return Err(duplicate());
+                    }
+                    let limit: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("limit must be a whole number from 1 to {limit_max}, got {value:?}")
+                    })?;
+                    params.limit = Some(limit.min(limit_max));
+                }
+                "after" => {
+                    if seen_after {
+                        return Err(duplicate());
+                    }
+                    seen_after = true;
+                    params.after = Some(decode(&value).ok_or_else(|| {
+                        "after must be a cursor taken from a Link header of this API".to_owned()
+                    })?);
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown query parameter {name:?}; GET /data takes limit and after"
+                    ))
+                }
+            }
+        }
+        Ok(params)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +99,32 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             assert_eq!(decode(&token), Some(id));
         }
+    }
+
+    #[test]
+    fn query_parameters() {
+        let parse = |q: &str| Params::parse(q, 100);
+        assert_eq!(parse(""), Ok(Params::default()));
+        assert_eq!(parse("limit=5").unwrap().limit, Some(5));
+        assert_eq!(parse("limit=5000").unwrap().limit, Some(100));
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=abc",
+            "limit=",
+            "limit=1&limit=2",
+            "after=xyz",
+            "foo=1",
+            "limit=99999999999",
+            "after=&after=",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let cursor = encode(RawBsonRef::Int32(3));
+        assert_eq!(
+            parse(&format!("after={cursor}")).unwrap().after,
+            Some(Bson::Int32(3))
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, Credential, ServerAddress, WriteConcern};
 use mongodb::sync::{Client, Collection, Cursor, Database};
@@ -179,11 +179,15 @@ impl Store {
 /// Documents as the driver fetches them, batch by batch.
 pub struct DocumentStream(Cursor<RawDocumentBuf>);
 
-impl Iterator for DocumentStream {
-    type Item = Result<RawDocumentBuf, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next().map(|r| r.map_err(StoreError::from))
+impl DocumentStream {
+    /// The next document, borrowed from the driver's current batch (no copy is made);
+    /// `None` once the query is exhausted.
+    pub fn next_document(&mut self) -> Result<Option<&RawDocument>, StoreError> {
+        if self.0.advance()? {
+            Ok(Some(self.0.current()))
+        } else {
+            Ok(None)
+        }
     }
 }
 

@@ -31,6 +31,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("RESPONSE_TIMEOUT_SECS", "60"),
     ("QUEUE_TIMEOUT_MS", "1000"),
     ("SHUTDOWN_GRACE_SECS", "10"),
+    ("ACCEPT_FAILURE_LIMIT_SECS", "30"),
     ("PAGE_LIMIT_MAX", "1000"),
     ("LOG_LEVEL", "info"),
 ];

@@ -96,6 +96,9 @@ pub struct Report {
     pub statuses: BTreeMap<String, u64>,
     pub bytes_received: u64,
     pub target_rate: Option<f64>,
+    /// Every request answered, warm-up and the tail after the deadline included: what
+    /// the server's CPU time over the whole run was spent on.
+    pub requests_total: u64,
 }
 
 impl Report {
@@ -113,6 +116,7 @@ struct Tally {
     statuses: BTreeMap<String, u64>,
     bytes: u64,
     requests: u64,
+    all: u64,
 }
 
 impl Tally {
@@ -123,6 +127,7 @@ impl Tally {
             statuses: BTreeMap::new(),
             bytes: 0,
             requests: 0,
+            all: 0,
         }
     }
 
@@ -133,6 +138,7 @@ impl Tally {
         }
         self.bytes += other.bytes;
         self.requests += other.requests;
+        self.all += other.all;
     }
 }
 
@@ -189,6 +195,7 @@ pub fn run<T: Target>(target: &T, spec: &Spec) -> Report {
         statuses: total.statuses,
         bytes_received: total.bytes,
         target_rate: spec.rate,
+        requests_total: total.all,
     }
 }
 
@@ -235,6 +242,7 @@ fn drive<T: Target>(
             }
         }
         let outcome = client(spec.scenario.op(n), n);
+        tally.all += 1;
         if !measured {
             continue;
         }

@@ -45,6 +45,9 @@ pub struct SuiteArgs {
     /// Image whose size to report, if Docker can see it
     #[arg(long)]
     image: Option<String>,
+    /// Runs of the service and of its floor per scenario (alternating; the median counts)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Write every measurement as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
@@ -211,27 +214,42 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
             report.target = server.name.clone();
             Ok(report)
         };
-        let cpu_before = service.process.cpu_seconds();
-        let service_report = measure(&service)?;
-        let cpu = match (cpu_before, service.process.cpu_seconds()) {
-            (Some(a), Some(b)) if service_report.requests > 0 => {
-                Some((b - a) / service_report.requests as f64 * 1000.0)
-            }
-            _ => None,
-        };
-        let floor_report = match scenario {
-            Scenario::Root => Some(measure(&floor)?),
-            Scenario::Insert | Scenario::List => {
-                if let Some(n) = documents {
-                    preload(&uri, DB, n).map_err(|e| e.to_string())?;
+        let run_floor = || -> Result<Option<Report>, String> {
+            match scenario {
+                Scenario::Root => measure(&floor).map(Some),
+                Scenario::Insert | Scenario::List => {
+                    if let Some(n) = documents {
+                        preload(&uri, DB, n).map_err(|e| e.to_string())?;
+                    }
+                    eprintln!("   driver floor");
+                    let mut report = load::run(&driver, &spec);
+                    report.target = "driver floor".into();
+                    Ok(Some(report))
                 }
-                eprintln!("   driver floor");
-                let mut report = load::run(&driver, &spec);
-                report.target = "driver floor".into();
-                Some(report)
+                Scenario::Mixed => Ok(None),
             }
-            Scenario::Mixed => None,
         };
+        // The service and its floor in alternating order, round after round: on a noisy
+        // machine the median of each is what to compare.
+        let mut service_runs = Vec::new();
+        let mut floor_runs = Vec::new();
+        let (mut cpu, mut answered) = (0.0, 0);
+        for round in 0..args.rounds {
+            if round % 2 == 1 {
+                floor_runs.extend(run_floor()?);
+            }
+            let before = service.process.cpu_seconds().unwrap_or(0.0);
+            let report = measure(&service)?;
+            cpu += service.process.cpu_seconds().unwrap_or(0.0) - before;
+            answered += report.requests_total;
+            service_runs.push(report);
+            if round % 2 == 0 {
+                floor_runs.extend(run_floor()?);
+            }
+        }
+        let service_report = median(service_runs);
+        let floor_report = (!floor_runs.is_empty()).then(|| median(floor_runs));
+        let cpu = (answered > 0).then(|| cpu / answered as f64 * 1000.0);
         let flask_report = measure(&flask)?;
         let mut gunicorn_reports = Vec::new();
         for (workers, server) in &gunicorns {
@@ -312,6 +330,13 @@ fn image_size(image: &str) -> Option<u64> {
         .output()
         .ok()?;
     String::from_utf8(output.stdout).ok()?.trim().parse().ok()
+}
+
+/// The run with the median throughput.
+fn median(mut runs: Vec<Report>) -> Report {
+    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
 }
 
 fn ratio(a: &Report, b: &Report) -> f64 {

@@ -38,7 +38,8 @@ impl Handler {
 
     /// `GET /data`: every document, or one page of them, without `_id`, in `_id` order.
     pub(super) fn list_documents(&self, query: &str) -> Result<Reply, ApiError> {
-        let params = ListParams::parse(query, self.limits.page_limit_max)?;
+        let params = paging::Params::parse(query, self.limits.page_limit_max)
+            .map_err(ApiError::BadRequest)?;
         match params.limit {
             None => {
                 let documents = self
@@ -64,7 +65,7 @@ impl Handler {
     /// `Link` header to the next page can be sent before the body.
     fn page(&self, after: Option<Bson>, limit: u32) -> Result<Reply, ApiError> {
         // One more than asked for tells whether another page follows.
-        let documents = self
+        let mut documents = self
             .store
             .list(&ListQuery {
                 after,
@@ -75,25 +76,25 @@ impl Handler {
         let mut body = vec![b'['];
         let mut last_id = None;
         let mut more = false;
-        for (count, document) in documents.enumerate() {
-            let document = document.map_err(|e| self.store_error(e))?;
-            if count == limit as usize || body.len() >= PAGE_MAX_BYTES {
+        let mut count = 0;
+        while let Some(document) = documents.next_document().map_err(|e| self.store_error(e))? {
+            if count == limit || body.len() >= PAGE_MAX_BYTES {
                 more = true;
                 break;
             }
             if count > 0 {
                 body.push(b',');
             }
-            json::write_document(&document, &mut body, true).map_err(|e| {
+            json::write_document(document, &mut body, true).map_err(|e| {
                 tracing::error!(error = %e, "cannot encode a stored document");
                 ApiError::Internal
             })?;
-            last_id = Some(paging::encode(
-                document.get("_id").ok().flatten().ok_or_else(|| {
-                    tracing::error!("a listed document has no _id");
-                    ApiError::Internal
-                })?,
-            ));
+            let id = document.get("_id").ok().flatten().ok_or_else(|| {
+                tracing::error!("a listed document has no _id");
+                ApiError::Internal
+            })?;
+            last_id = Some(paging::encode(id));
+            count += 1;
         }
         body.push(b']');
         let reply = Reply::json(200, body);
@@ -131,54 +132,6 @@ fn check_content_type(rq: &Request) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
-    }
-}
-
-/// The query string of `GET /data`.
-#[derive(Debug, Default, PartialEq)]
-struct ListParams {
-    limit: Option<u32>,
-    after: Option<Bson>,
-}
-
-impl ListParams {
-    fn parse(query: &str, limit_max: u32) -> Result<ListParams, ApiError> {
-        let mut params = ListParams::default();
-        let mut seen_after = false;
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            let duplicate =
-                || ApiError::BadRequest(format!("query parameter {name:?} given twice"));
-            match name.as_ref() {
-                "limit" => {
-                    if params.limit.is_some() {
-                        return Err(duplicate());
-                    }
-                    let limit: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "limit must be a whole number from 1 to {limit_max}, got {value:?}"
-                        ))
-                    })?;
-                    params.limit = Some(limit.min(limit_max));
-                }
-                "after" => {
-                    if seen_after {
-                        return Err(duplicate());
-                    }
-                    seen_after = true;
-                    params.after = Some(paging::decode(&value).ok_or_else(|| {
-                        ApiError::BadRequest(
-                            "after must be a cursor taken from a Link header of this API".into(),
-                        )
-                    })?);
-                }
-                _ => {
-                    return Err(ApiError::BadRequest(format!(
-                        "unknown query parameter {name:?}; GET /data takes limit and after"
-                    )))
-                }
-            }
-        }
-        Ok(params)
     }
 }
 
@@ -220,20 +173,20 @@ impl JsonArrayStream {
             if self.buffer.len() >= STREAM_CHUNK {
                 break;
             }
-            match self.documents.next() {
-                None => {
+            match self.documents.next_document() {
+                Ok(None) => {
                     self.buffer.push(b']');
                     self.state = StreamState::Done;
                 }
-                Some(Ok(document)) => {
+                Ok(Some(document)) => {
                     if !first {
                         self.buffer.push(b',');
                     }
                     self.state = StreamState::Documents { first: false };
-                    json::write_document(&document, &mut self.buffer, false)
+                    json::write_document(document, &mut self.buffer, false)
                         .map_err(io::Error::other)?;
                 }
-                Some(Err(e)) => return Err(self.failed(e)),
+                Err(e) => return Err(self.failed(e)),
             }
         }
         Ok(())
@@ -261,38 +214,5 @@ impl Read for JsonArrayStream {
         out[..n].copy_from_slice(&available[..n]);
         self.position += n;
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(query: &str) -> Result<ListParams, u16> {
-        ListParams::parse(query, 100).map_err(|e| e.status())
-    }
-
-    #[test]
-    fn list_params() {
-        assert_eq!(parse(""), Ok(ListParams::default()));
-        assert_eq!(parse("limit=5").unwrap().limit, Some(5));
-        assert_eq!(parse("limit=5000").unwrap().limit, Some(100));
-        for bad in [
-            "limit=0",
-            "limit=-1",
-            "limit=abc",
-            "limit=",
-            "limit=1&limit=2",
-            "after=xyz",
-            "foo=1",
-            "limit=99999999999",
-        ] {
-            assert_eq!(parse(bad), Err(400), "{bad}");
-        }
-        let cursor = paging::encode(mongodb::bson::RawBsonRef::Int32(3));
-        assert_eq!(
-            parse(&format!("after={cursor}")).unwrap().after,
-            Some(Bson::Int32(3))
-        );
     }
 }

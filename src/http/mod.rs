@@ -40,31 +40,38 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    OpenApi,
     Unknown,
 }
 
+/// The OpenAPI 3 description of every route, status and body, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every path served, and its route.
+const ROUTES: &[(&str, Route)] = &[
+    ("/", Route::Root),
+    ("/data", Route::Data),
+    ("/healthz", Route::Healthz),
+    ("/readyz", Route::Readyz),
+    ("/metrics", Route::Metrics),
+    ("/openapi.json", Route::OpenApi),
+];
+
 impl Route {
     fn of(path: &str) -> Route {
-        match path {
-            "/" => Route::Root,
-            "/data" => Route::Data,
-            "/healthz" => Route::Healthz,
-            "/readyz" => Route::Readyz,
-            "/metrics" => Route::Metrics,
-            _ => Route::Unknown,
-        }
+        ROUTES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(Route::Unknown, |(_, route)| *route)
     }
 
-    /// The metrics label: the route, never the raw path, so clients cannot add series.
+    /// The metrics label: the route's path, never the raw path, so clients cannot add
+    /// series.
     fn label(self) -> &'static str {
-        match self {
-            Route::Root => "/",
-            Route::Data => "/data",
-            Route::Healthz => "/healthz",
-            Route::Readyz => "/readyz",
-            Route::Metrics => "/metrics",
-            Route::Unknown => "unmatched",
-        }
+        ROUTES
+            .iter()
+            .find(|(_, route)| *route == self)
+            .map_or("unmatched", |(path, _)| path)
     }
 
     fn allow(self) -> &'static str {
@@ -196,6 +203,11 @@ impl Handler {
                 let (body, content_type) = self.metrics.render();
                 Ok(Reply::new(200, content_type, Body::Bytes(body)))
             }
+            Route::OpenApi => Ok(Reply::new(
+                200,
+                reply::JSON,
+                Body::Static(OPENAPI.as_bytes()),
+            )),
             Route::Unknown => Err(ApiError::NotFound),
         }
     }
@@ -216,6 +228,39 @@ impl Handler {
                 tracing::error!(error = %e.kind, "MongoDB operation failed");
                 ApiError::Internal
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(spec["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let paths = spec["paths"].as_object().expect("paths");
+        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+        let mut routed: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+        documented.sort_unstable();
+        routed.sort_unstable();
+        assert_eq!(documented, routed);
+        for (path, operations) in paths {
+            let route = Route::of(path);
+            for method in operations.as_object().expect("operations").keys() {
+                let method: Method = method.to_uppercase().parse().expect("a method");
+                assert!(
+                    route.allows(&method),
+                    "{method} {path} is documented but refused"
+                );
+            }
+            let allowed = route.allow().split(", ").filter(|m| *m != "HEAD").count();
+            assert_eq!(
+                operations.as_object().unwrap().len(),
+                allowed,
+                "{path}: undocumented methods"
+            );
         }
     }
 }

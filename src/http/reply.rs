@@ -8,6 +8,7 @@ pub const JSON: &str = "application/json";
 
 pub enum Body {
     Bytes(Vec<u8>),
+    Static(&'static [u8]),
     /// A body produced while it is sent (chunked), e.g. a whole collection.
     Stream(Box<dyn Read + Send>),
 }
@@ -48,6 +49,7 @@ impl Reply {
                 let len = bytes.len();
                 (Box::new(Cursor::new(bytes)), Some(len))
             }
+            Body::Static(bytes) => (Box::new(bytes), Some(bytes.len())),
             Body::Stream(reader) => (reader, None),
         };
         let mut headers = Vec::with_capacity(self.headers.len() + 3);

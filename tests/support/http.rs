@@ -130,6 +130,70 @@ pub fn read_until_close(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A response read off a raw connection; header names in lower case.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn closes(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n == "connection" && v == "close")
+    }
+}
+
+/// One response read from a kept-alive connection. `None` if the connection ended before
+/// a complete response (nothing read, or cut short).
+pub fn read_response(reader: &mut impl std::io::BufRead) -> Option<RawResponse> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let status = line.get(9..12)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if header("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = header("content-length") {
+        body = vec![0; length.parse().ok()?];
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// The status code of the first response in raw HTTP text.
 pub fn raw_status(text: &str) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")

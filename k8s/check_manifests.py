@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Checks rendered Kubernetes manifests for what schema validation cannot see.
+
+Usage: check_manifests.py RENDERED.yaml --image NAME:TAG [--source DIR]
+
+`kubernetes-validate --strict` catches misspelled fields and wrong types. It does not
+check that things which refer to each other agree, nor enum values. This does:
+
+  selectors      workload selectors match their pod labels; every Service, PDB and
+                 NetworkPolicy selects some workload's pods
+  references     every secretKeyRef / configMapKeyRef / envFrom / volume names an object
+                 that exists, and a key it has
+  hpa            the HPA targets an existing Deployment
+  probes         HTTP probe paths are routes the binary serves (read from
+                 src/http/mod.rs), on a port the container declares, which is the port
+                 the binary listens on (PORT, default read from src/config.rs)
+  image          the API's image is exactly what `just build-image` tags; every image
+                 has an explicit tag other than latest
+  resources      every container has CPU and memory requests and limits
+  enums          Service type, protocols, pull policies, strategy, HPA metric and target
+                 types, policy types, access modes, seccomp profiles
+  ports          Service target ports exist on the selected pods; nodePorts in range
+  shutdown       the API's termination grace period covers its preStop pause plus the
+                 server's own drain (SHUTDOWN_GRACE_SECS)
+
+Prints one line per problem and exits 1 if there is any.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ENUMS = {
+    "service type": {"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"},
+    "protocol": {"TCP", "UDP", "SCTP"},
+    "imagePullPolicy": {"Always", "IfNotPresent", "Never"},
+    "deployment strategy": {"RollingUpdate", "Recreate"},
+    "HPA metric type": {"Resource", "Pods", "Object", "External", "ContainerResource"},
+    "HPA target type": {"Utilization", "AverageValue", "Value"},
+    "policyTypes": {"Ingress", "Egress"},
+    "accessModes": {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"},
+    "seccompProfile type": {"RuntimeDefault", "Localhost", "Unconfined"},
+}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+def binary_routes(source: Path) -> set:
+    text = (source / "src/http/mod.rs").read_text()
+    routes = set(re.findall(r'\("(/[a-z.]*)",\s*Route::', text))
+    if not routes:
+        raise SystemExit("cannot find the route table in src/http/mod.rs")
+    return routes
+
+
+def binary_default_port(source: Path) -> int:
+    text = (source / "src/config.rs").read_text()
+    match = re.search(r'env\s*=\s*"PORT",\s*default_value_t\s*=\s*(\d+)', text)
+    if not match:
+        raise SystemExit("cannot find PORT's default in src/config.rs")
+    return int(match.group(1))
+
+
+class Checker:
+    def __init__(self, documents, image, routes, default_port):
+        self.docs = [d for d in documents if d]
+        self.image = image
+        self.routes = routes
+        self.default_port = default_port
+        self.problems = []
+
+    def problem(self, check, what):
+        self.problems.append(f"{check}: {what}")
+
+    def objects(self, *kinds):
+        return [d for d in self.docs if d.get("kind") in kinds]
+
+    def find(self, kind, name, namespace):
+        for d in self.objects(kind):
+            meta = d.get("metadata", {})
+            if meta.get("name") == name and meta.get("namespace") == namespace:
+                return d
+        return None
+
+    @staticmethod
+    def name(doc):
+        return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+    @staticmethod
+    def namespace(doc):
+        return doc.get("metadata", {}).get("namespace")
+
+    def pod_templates(self):
+        for w in self.objects(*WORKLOADS):
+            template = w.get("spec", {}).get("template", {})
+            yield w, template.get("metadata", {}).get("labels", {}) or {}, template.get("spec", {}) or {}
+
+    @staticmethod
+    def containers(pod_spec):
+        return (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or [])
+
+    def selects_pods(self, selector, namespace):
+        """Workloads in `namespace` whose pod labels match a matchLabels selector."""
+        if not selector:
+            return []
+        return [
+            w for w, labels, _ in self.pod_templates()
+            if self.namespace(w) == namespace and all(labels.get(k) == v for k, v in selector.items())
+        ]
+
+    def check_enum(self, kind, value, where):
+        if value is not None and value not in ENUMS[kind]:
+            self.problem("enums", f"{where}: {kind} {value!r} is not one of {sorted(ENUMS[kind])}")
+
+    def run(self):
+        self.check_selectors()
+        self.check_references()
+        self.check_hpa()
+        self.check_probes_and_image()
+        self.check_resources()
+        self.check_enums()
+        self.check_ports()
+        self.check_shutdown()
+        return self.problems
+
+    def check_selectors(self):
+        for w, labels, _ in self.pod_templates():
+            selector = w.get("spec", {}).get("selector", {}).get("matchLabels", {})
+            if not selector:
+                self.problem("selectors", f"{self.name(w)} has no matchLabels selector")
+            for key, value in selector.items():
+                if labels.get(key) != value:
+                    self.problem("selectors", f"{self.name(w)} selects {key}={value} but its pods have {key}={labels.get(key)}")
+        for s in self.objects("Service"):
+            selector = s.get("spec", {}).get("selector")
+            if not self.selects_pods(selector, self.namespace(s)):
+                self.problem("selectors", f"{self.name(s)} selector {selector} matches no pods")
+        for p in self.objects("PodDisruptionBudget"):
+            selector = p.get("spec", {}).get("selector", {}).get("matchLabels")
+            if not self.selects_pods(selector, self.namespace(p)):
+                self.problem("selectors", f"{self.name(p)} selector {selector} matches no pods")
+        for n in self.objects("NetworkPolicy"):
+            spec = n.get("spec", {})
+            selector = spec.get("podSelector", {}).get("matchLabels")
+            if not self.selects_pods(selector, self.namespace(n)):
+                self.problem("selectors", f"{self.name(n)} podSelector {selector} matches no pods")
+            for rule in spec.get("ingress") or []:
+                for peer in rule.get("from") or []:
+                    peer_selector = (peer.get("podSelector") or {}).get("matchLabels")
+                    if peer_selector is not None and not self.selects_pods(peer_selector, self.namespace(n)):
+                        self.problem("selectors", f"{self.name(n)} allows from {peer_selector}, which matches no pods")
+
+    def has_key(self, kind, name, key, namespace, where):
+        obj = self.find(kind, name, namespace)
+        if obj is None:
+            self.problem("references", f"{where}: {kind} {name!r} does not exist")
+            return
+        keys = set((obj.get("data") or {}).keys()) | set((obj.get("stringData") or {}).keys())
+        if key is not None and key not in keys:
+            self.problem("references", f"{where}: {kind} {name!r} has no key {key!r} (has {sorted(keys)})")
+
+    def check_references(self):
+        for w, _, pod in self.pod_templates():
+            ns = self.namespace(w)
+            for c in self.containers(pod):
+                where = f"{self.name(w)} container {c.get('name')}"
+                for env in c.get("env") or []:
+                    source = env.get("valueFrom") or {}
+                    if "secretKeyRef" in source:
+                        ref = source["secretKeyRef"]
+                        self.has_key("Secret", ref.get("name"), ref.get("key"), ns, f"{where} env {env.get('name')}")
+                    if "configMapKeyRef" in source:
+                        ref = source["configMapKeyRef"]
+                        self.has_key("ConfigMap", ref.get("name"), ref.get("key"), ns, f"{where} env {env.get('name')}")
+                for source in c.get("envFrom") or []:
+                    if "configMapRef" in source:
+                        self.has_key("ConfigMap", source["configMapRef"].get("name"), None, ns, f"{where} envFrom")
+                    if "secretRef" in source:
+                        self.has_key("Secret", source["secretRef"].get("name"), None, ns, f"{where} envFrom")
+            for volume in pod.get("volumes") or []:
+                where = f"{self.name(w)} volume {volume.get('name')}"
+                if "configMap" in volume:
+                    self.has_key("ConfigMap", volume["configMap"].get("name"), None, ns, where)
+                if "secret" in volume:
+                    self.has_key("Secret", volume["secret"].get("secretName"), None, ns, where)
+
+    def check_hpa(self):
+        for h in self.objects("HorizontalPodAutoscaler"):
+            ref = h.get("spec", {}).get("scaleTargetRef", {})
+            target = self.find(ref.get("kind"), ref.get("name"), self.namespace(h))
+            if target is None or ref.get("kind") != "Deployment":
+                self.problem("hpa", f"{self.name(h)} targets {ref.get('kind')}/{ref.get('name')}, which is not a Deployment here")
+            elif ref.get("apiVersion") != target.get("apiVersion"):
+                self.problem("hpa", f"{self.name(h)} targets apiVersion {ref.get('apiVersion')}, the Deployment is {target.get('apiVersion')}")
+
+    def api_containers(self):
+        repository = self.image.split(":")[0]
+        for w, _, pod in self.pod_templates():
+            for c in self.containers(pod):
+                if (c.get("image") or "").split(":")[0] == repository:
+                    yield w, c
+
+    def check_probes_and_image(self):
+        found = False
+        for w, c in self.api_containers():
+            found = True
+            where = f"{self.name(w)} container {c.get('name')}"
+            if c.get("image") != self.image:
+                self.problem("image", f"{where} runs {c.get('image')!r}, but `just build-image` tags {self.image!r}")
+            env = {e.get("name"): e.get("value") for e in c.get("env") or []}
+            listen = int(env.get("PORT") or self.default_port)
+            ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+            if listen not in ports.values():
+                self.problem("probes", f"{where} declares ports {sorted(ports.values())}, but the binary listens on {listen}")
+            for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+                probe = c.get(kind)
+                if not probe:
+                    continue
+                http = probe.get("httpGet")
+                if not http:
+                    continue
+                if http.get("path") not in self.routes:
+                    self.problem("probes", f"{where} {kind} path {http.get('path')!r} is not served (routes: {sorted(self.routes)})")
+                port = http.get("port")
+                number = ports.get(port) if isinstance(port, str) else port
+                if number is None:
+                    self.problem("probes", f"{where} {kind} port {port!r} is not a declared container port")
+                elif number != listen:
+                    self.problem("probes", f"{where} {kind} probes port {number}, the binary listens on {listen}")
+        if not found:
+            self.problem("image", f"no container runs {self.image!r}")
+        for w, _, pod in self.pod_templates():
+            for c in self.containers(pod):
+                image = c.get("image") or ""
+                tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else None
+                if tag in (None, "latest") and "@sha256:" not in image:
+                    self.problem("image", f"{self.name(w)} container {c.get('name')} image {image!r} is not pinned to a tag")
+
+    def check_resources(self):
+        for w, _, pod in self.pod_templates():
+            for c in self.containers(pod):
+                resources = c.get("resources") or {}
+                for section in ("requests", "limits"):
+                    for resource in ("cpu", "memory"):
+                        if resource not in (resources.get(section) or {}):
+                            self.problem("resources", f"{self.name(w)} container {c.get('name')} has no {resource} {section[:-1]}")
+
+    def check_enums(self):
+        for s in self.objects("Service"):
+            spec = s.get("spec", {})
+            self.check_enum("service type", spec.get("type", "ClusterIP"), self.name(s))
+            for p in spec.get("ports") or []:
+                self.check_enum("protocol", p.get("protocol"), self.name(s))
+        for w, _, pod in self.pod_templates():
+            strategy = (w.get("spec", {}).get("strategy") or {}).get("type")
+            self.check_enum("deployment strategy", strategy, self.name(w))
+            seccomp = (pod.get("securityContext") or {}).get("seccompProfile") or {}
+            self.check_enum("seccompProfile type", seccomp.get("type"), self.name(w))
+            for c in self.containers(pod):
+                self.check_enum("imagePullPolicy", c.get("imagePullPolicy"), self.name(w))
+                for p in c.get("ports") or []:
+                    self.check_enum("protocol", p.get("protocol"), self.name(w))
+                seccomp = ((c.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
+                self.check_enum("seccompProfile type", seccomp, self.name(w))
+            for claim in w.get("spec", {}).get("volumeClaimTemplates") or []:
+                for mode in claim.get("spec", {}).get("accessModes") or []:
+                    self.check_enum("accessModes", mode, self.name(w))
+        for h in self.objects("HorizontalPodAutoscaler"):
+            for m in h.get("spec", {}).get("metrics") or []:
+                self.check_enum("HPA metric type", m.get("type"), self.name(h))
+                target = (m.get("resource") or m.get("containerResource") or {}).get("target") or {}
+                self.check_enum("HPA target type", target.get("type"), self.name(h))
+        for n in self.objects("NetworkPolicy"):
+            for t in n.get("spec", {}).get("policyTypes") or []:
+                self.check_enum("policyTypes", t, self.name(n))
+
+    def check_ports(self):
+        for s in self.objects("Service"):
+            spec = s.get("spec", {})
+            workloads = self.selects_pods(spec.get("selector"), self.namespace(s))
+            declared = set()
+            for w in workloads:
+                for c in self.containers(w["spec"]["template"]["spec"]):
+                    for p in c.get("ports") or []:
+                        declared.add(p.get("name"))
+                        declared.add(p.get("containerPort"))
+            for p in spec.get("ports") or []:
+                target = p.get("targetPort", p.get("port"))
+                if workloads and target not in declared:
+                    self.problem("ports", f"{self.name(s)} targetPort {target!r} is not a port of its pods")
+                node_port = p.get("nodePort")
+                if node_port is not None and not 30000 <= node_port <= 32767:
+                    self.problem("ports", f"{self.name(s)} nodePort {node_port} is outside 30000-32767")
+
+    def check_shutdown(self):
+        for w, c in self.api_containers():
+            pod = w["spec"]["template"]["spec"]
+            env = {e.get("name"): e.get("value") for e in c.get("env") or []}
+            drain = int(env.get("SHUTDOWN_GRACE_SECS") or 10)
+            pause = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+            grace = pod.get("terminationGracePeriodSeconds", 30)
+            if grace < pause + drain:
+                self.problem("shutdown", f"{self.name(w)} terminationGracePeriodSeconds {grace} < preStop {pause} s + drain {drain} s")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rendered", type=Path)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parent.parent)
+    args = parser.parse_args()
+    documents = list(yaml.safe_load_all(args.rendered.read_text()))
+    checker = Checker(documents, args.image, binary_routes(args.source), binary_default_port(args.source))
+    problems = checker.run()
+    for p in problems:
+        print(f"{args.rendered}: {p}")
+    if problems:
+        sys.exit(1)
+    print(f"{args.rendered}: {len(checker.docs)} objects, all checks passed")
+
+
+if __name__ == "__main__":
+    main()

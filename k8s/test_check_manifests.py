@@ -1,0 +1,174 @@
+"""Shows that each check of check_manifests.py fails on a broken copy of the manifests.
+
+Run: python3 -m unittest k8s/test_check_manifests.py (needs kubectl for kustomize).
+"""
+
+import copy
+import shutil
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+import yaml
+
+from check_manifests import Checker, binary_default_port, binary_routes
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "mongo-api:0.1.0"
+
+
+def render(overlay):
+    """Renders an overlay from a copy of k8s/ with throwaway credentials."""
+    with tempfile.TemporaryDirectory() as tmp:
+        k8s = Path(tmp) / "k8s"
+        shutil.copytree(ROOT / "k8s", k8s)
+        (k8s / "base/secrets.env").write_text(
+            "MONGO_ROOT_USER=root\nMONGO_ROOT_PASSWORD=a\nMONGO_APP_USER=app\nMONGO_APP_PASSWORD=b\n"
+        )
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(k8s / overlay)], check=True, capture_output=True, text=True
+        ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def check(docs, image=IMAGE):
+    return Checker(docs, image, binary_routes(ROOT), binary_default_port(ROOT)).run()
+
+
+def one(docs, kind, name=None):
+    return next(d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"].startswith(name)))
+
+
+def api_container(docs):
+    return one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+class RealManifests(unittest.TestCase):
+    def test_every_overlay_passes(self):
+        for overlay in ("base", "overlays/assignment"):
+            with self.subTest(overlay=overlay):
+                self.assertEqual(check(render(overlay)), [])
+
+    def test_the_assignment_overlay_has_the_original_resources(self):
+        docs = render("overlays/assignment")
+        wanted = {"requests": {"cpu": "200m", "memory": "250Mi"}, "limits": {"cpu": "500m", "memory": "500Mi"}}
+        for kind in ("Deployment", "StatefulSet"):
+            for c in one(docs, kind)["spec"]["template"]["spec"]["containers"]:
+                self.assertEqual(c["resources"], wanted, kind)
+
+
+class BrokenCopies(unittest.TestCase):
+    """Each test breaks one thing and expects the matching check to say so."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("base")
+
+    def broken(self, change, expected):
+        docs = copy.deepcopy(self.docs)
+        change(docs)
+        problems = check(docs)
+        self.assertTrue(any(expected in p for p in problems), f"expected {expected!r} in {problems}")
+
+    def test_workload_selector_not_matching_its_pods(self):
+        def change(docs):
+            one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] = "other"
+        self.broken(change, "selectors: Deployment/mongo-api selects")
+
+    def test_service_selecting_nothing(self):
+        self.broken(lambda d: one(d, "Service", "mongo-api")["spec"]["selector"].update({"tier": "x"}), "selectors: Service/mongo-api")
+
+    def test_pdb_selecting_nothing(self):
+        self.broken(lambda d: one(d, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].update({"x": "y"}), "selectors: PodDisruptionBudget")
+
+    def test_network_policy_peer_selecting_nothing(self):
+        def change(docs):
+            one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] = {"app.kubernetes.io/name": "api"}
+        self.broken(change, "allows from")
+
+    def test_secret_key_that_does_not_exist(self):
+        def change(docs):
+            env = next(e for e in api_container(docs)["env"] if e["name"] == "MONGO_PASSWORD")
+            env["valueFrom"]["secretKeyRef"]["key"] = "PASSWORD"
+        self.broken(change, "has no key 'PASSWORD'")
+
+    def test_secret_that_does_not_exist(self):
+        def change(docs):
+            env = next(e for e in api_container(docs)["env"] if e["name"] == "MONGO_USER")
+            env["valueFrom"]["secretKeyRef"]["name"] = "mongo-secret"
+        self.broken(change, "Secret 'mongo-secret' does not exist")
+
+    def test_config_map_key_that_does_not_exist(self):
+        def change(docs):
+            env = next(e for e in one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "MONGO_APP_DB")
+            env["valueFrom"]["configMapKeyRef"]["key"] = "DB"
+        self.broken(change, "has no key 'DB'")
+
+    def test_env_from_config_map_that_does_not_exist(self):
+        self.broken(lambda d: api_container(d)["envFrom"][0]["configMapRef"].update({"name": "config"}), "ConfigMap 'config' does not exist")
+
+    def test_hpa_target_that_does_not_exist(self):
+        self.broken(lambda d: one(d, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"].update({"name": "api"}), "hpa:")
+
+    def test_probe_path_the_binary_does_not_serve(self):
+        self.broken(lambda d: api_container(d)["readinessProbe"]["httpGet"].update({"path": "/ready"}), "path '/ready' is not served")
+
+    def test_probe_port_not_declared(self):
+        self.broken(lambda d: api_container(d)["livenessProbe"]["httpGet"].update({"port": "web"}), "port 'web' is not a declared")
+
+    def test_container_port_not_what_the_binary_listens_on(self):
+        self.broken(lambda d: api_container(d)["ports"][0].update({"containerPort": 8080}), "the binary listens on 5000")
+
+    def test_image_other_than_the_one_built(self):
+        self.broken(lambda d: api_container(d).update({"image": "mongo-api:0.1.1"}), "`just build-image` tags")
+
+    def test_unpinned_image(self):
+        def change(docs):
+            one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"] = "mongo"
+        self.broken(change, "is not pinned")
+
+    def test_missing_limits(self):
+        self.broken(lambda d: api_container(d)["resources"].pop("limits"), "has no cpu limit")
+
+    def test_missing_memory_request(self):
+        def change(docs):
+            one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"].pop("memory")
+        self.broken(change, "has no memory request")
+
+    def test_misspelled_service_type(self):
+        self.broken(lambda d: one(d, "Service", "mongo-api")["spec"].update({"type": "NodePrt"}), "service type 'NodePrt'")
+
+    def test_bad_protocol(self):
+        self.broken(lambda d: one(d, "Service", "mongo")["spec"]["ports"][0].update({"protocol": "tcp"}), "protocol 'tcp'")
+
+    def test_bad_pull_policy(self):
+        self.broken(lambda d: api_container(d).update({"imagePullPolicy": "Sometimes"}), "imagePullPolicy 'Sometimes'")
+
+    def test_bad_hpa_target_type(self):
+        def change(docs):
+            one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["resource"]["target"]["type"] = "Percent"
+        self.broken(change, "HPA target type 'Percent'")
+
+    def test_bad_seccomp_profile(self):
+        def change(docs):
+            one(docs, "Deployment")["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"] = "Default"
+        self.broken(change, "seccompProfile type 'Default'")
+
+    def test_bad_access_mode(self):
+        def change(docs):
+            one(docs, "StatefulSet")["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] = ["ReadWriteOne"]
+        self.broken(change, "accessModes 'ReadWriteOne'")
+
+    def test_service_target_port_missing(self):
+        self.broken(lambda d: one(d, "Service", "mongo-api")["spec"]["ports"][0].update({"targetPort": "web"}), "targetPort 'web'")
+
+    def test_node_port_out_of_range(self):
+        self.broken(lambda d: one(d, "Service", "mongo-api")["spec"]["ports"][0].update({"nodePort": 3007}), "nodePort 3007")
+
+    def test_grace_period_shorter_than_the_drain(self):
+        self.broken(lambda d: one(d, "Deployment")["spec"]["template"]["spec"].update({"terminationGracePeriodSeconds": 10}), "shutdown:")
+
+
+if __name__ == "__main__":
+    unittest.main()

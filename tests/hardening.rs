@@ -159,7 +159,7 @@ fn slow_uploads_and_idle_connections_do_not_hold_workers() {
 #[test]
 fn connection_threads_return_to_their_resting_number() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "threads", &[("KEEP_ALIVE_TIMEOUT_SECS", "1")]);
+    let service = start(&mongo, "threads", &[("KEEP_ALIVE_TIMEOUT_SECS", "3")]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
     std::thread::sleep(Duration::from_secs(6));
     let resting = service.threads();

@@ -118,7 +118,8 @@ test-image: deps-docker check-k8s
         dockerd --iptables=false --ip6tables=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
             -H unix://$dir/docker.sock --pidfile $dir/docker.pid >$dir/dockerd.log 2>&1 &
         dockerd_pid=$!
-        trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; rm -rf $dir' EXIT
+        # dockerd leaves its network namespace mounted under exec-root.
+        trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; umount -l $dir/exec/netns/default 2>/dev/null; rm -rf $dir' EXIT
         export DOCKER_HOST=unix://$dir/docker.sock
         for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
     fi
@@ -136,6 +137,55 @@ deps-k8s:
     fi
     kubernetes-validate --version 2>/dev/null | grep -qx "{{kubernetes_validate_version}}" \
         || python3 -m pip install --quiet "kubernetes-validate=={{kubernetes_validate_version}}"
+
+# Fuzz the body-to-document path and the query parameters for SECONDS each (libFuzzer);
+# the corpus in fuzz/corpus grows with what it finds and is committed
+fuzz seconds="60": deps-fuzz
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # cargo-fuzz passes nightly-only flags (-Zsanitizer); the only toolchain we have is
+    # stable, and RUSTC_BOOTSTRAP lets it accept them.
+    export RUSTC_BOOTSTRAP=1
+    cargo fuzz build --release
+    for target in body_to_document query_parameters; do
+        cargo fuzz run --release $target -- -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 2>&1 \
+            | grep -E '^(Done|INFO: seed corpus)|ERROR|panicked|SUMMARY' || true
+        test ! -s "$(ls fuzz/artifacts/$target/* 2>/dev/null | head -1)" || { echo "$target found a crash: fuzz/artifacts/$target"; exit 1; }
+    done
+
+# Attack the live service with schemathesis, generating requests from its own OpenAPI document
+test-openapi: deps-schemathesis
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --quiet -p mongo-api -p bench
+    dir=$(mktemp -d /tmp/mongo-api-openapi.XXXXXX)
+    pids=()
+    trap 'kill ${pids[@]} 2>/dev/null; wait; rm -rf $dir' EXIT
+    secantusd-rs --host 127.0.0.1 --port 0 --storage-path $dir/db --auth --sync-on-commit \
+        --log-file-max 16MB --cache-size 128M >$dir/db.log 2>&1 &
+    pids+=($!)
+    until grep -q "listening on" $dir/db.log; do sleep 0.1; done
+    db_port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' $dir/db.log)
+    NEW_USER_PASSWORD=schemathesis ./target/debug/bench create-user --port $db_port --user st >/dev/null
+    MONGO_HOST=127.0.0.1 MONGO_PORT=$db_port MONGO_USER=st MONGO_PASSWORD=schemathesis MONGO_DB=st \
+        BIND_ADDR=127.0.0.1 PORT=0 ./target/debug/mongo-api >$dir/service.log 2>&1 &
+    pids+=($!)
+    until grep -q '"message":"listening"' $dir/service.log; do sleep 0.1; done
+    address=$(sed -n 's/.*"address":"\([^"]*\)".*/\1/p' $dir/service.log | head -1)
+    # Every check but positive_data_acceptance: "any JSON object" cannot say in JSON Schema
+    # that integers must fit in 64 bits or that keys must not repeat, nor can a string
+    # schema say "a cursor this API issued", so some schema-valid inputs are rightly 400.
+    schemathesis run http://$address/openapi.json --checks all --exclude-checks positive_data_acceptance \
+        --max-examples 200 --seed 1 --workers 2 --no-color
+    if grep -q '"panic"' $dir/service.log; then echo "the service panicked"; exit 1; fi
+
+# Install schemathesis
+deps-schemathesis:
+    @schemathesis --version 2>/dev/null | grep -q "4.32.5" || python3 -m pip install --quiet "schemathesis==4.32.5"
+
+# Install cargo-fuzz
+deps-fuzz:
+    @cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 
 # Install a Docker engine for the image test (Debian's docker.io)
 deps-docker:
@@ -177,6 +227,8 @@ test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
+    just test-openapi
+    just fuzz 30
     just test-image
 
 # Benchmark. No arguments: the whole local comparison (service, floors, Flask reference;

@@ -345,6 +345,23 @@ mod tests {
     }
 
     #[test]
+    fn long_decimals_are_stored_as_the_double_they_denote() {
+        // Found by the fuzzer: without correctly rounded parsing this came back 1 ULP off.
+        for text in [
+            "184.64774473709551615",
+            "0.30000000000000004441",
+            "2.2250738585072011e-308",
+        ] {
+            let document = parse_document(format!(r#"{{"n":{text}}}"#).as_bytes()).unwrap();
+            assert_eq!(
+                document.get("n"),
+                Some(&Bson::Double(text.parse::<f64>().unwrap())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn i64_limits_are_kept_and_beyond_refused() {
         let json = r#"{"max":9223372036854775807,"min":-9223372036854775808}"#;
         assert_eq!(round_trip(json), json);

@@ -42,7 +42,8 @@ impl From<io::Error> for AppError {
 
 /// Serves HTTP on `listener` until `shutdown` triggers, then drains and returns.
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> Result<(), AppError> {
-    let store = Store::connect(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::connect(&config, metrics.clone())?;
     let server = tiny_http::Server::from_listener(listener, config.server_options())?;
     let mongo = match config.mongo_target() {
         MongoTarget::Uri(_) => "MONGODB_URI".to_owned(),
@@ -60,7 +61,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> Result<
         queue_timeout: config.queue_timeout(),
         page_limit_max: config.page_limit_max,
     };
-    let handler = Handler::new(store, Arc::new(Metrics::new()), limits);
+    let handler = Handler::new(store, metrics, limits);
     crate::server::serve(
         server,
         handler,

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -16,6 +17,7 @@ pub struct Metrics {
     latency: HistogramVec,
     in_flight: IntGauge,
     mongo_errors: IntCounterVec,
+    insert_batches: Histogram,
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -58,12 +60,21 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let insert_batches = Histogram::with_opts(
+            HistogramOpts::new(
+                "mongodb_insert_batch_documents",
+                "Documents written per insert round trip (concurrent POSTs are grouped)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(mongo_errors.clone()),
+            Box::new(insert_batches.clone()),
         ] {
             registry
                 .register(collector)
@@ -75,6 +86,7 @@ impl Metrics {
             latency,
             in_flight,
             mongo_errors,
+            insert_batches,
         }
     }
 
@@ -96,6 +108,11 @@ impl Metrics {
     /// Counts a failed MongoDB operation; `kind` is one of a few fixed words.
     pub fn mongo_error(&self, kind: &'static str) {
         self.mongo_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Records how many documents one insert round trip wrote.
+    pub fn insert_batch(&self, documents: usize) {
+        self.insert_batches.observe(documents as f64);
     }
 
     /// The exposition text and its content type.

@@ -490,6 +490,66 @@ fn concurrent_posts_are_each_stored_exactly_once() {
 }
 
 #[test]
+fn concurrent_writes_each_get_their_own_answer() {
+    // Concurrent inserts are written to MongoDB together; a conflict or a refused
+    // document must still be answered to its own request only.
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("batches");
+    let app = App::start(&mongo, &db, &[]);
+    let url = app.url("/data");
+    for round in 0..10 {
+        let barrier = std::sync::Barrier::new(16);
+        let statuses: Vec<(usize, u16)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let (url, barrier) = (&url, &barrier);
+                    scope.spawn(move || {
+                        let body = match i % 4 {
+                            0 => format!(r#"{{"_id":"r{round}-shared","i":{i}}}"#),
+                            1 => r#"{"_id":[1,2]}"#.to_owned(),
+                            _ => format!(r#"{{"round":{round},"i":{i}}}"#),
+                        };
+                        barrier.wait();
+                        (i, http::post_json(url, &body).status)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let count = |kind: usize, status: u16| {
+            statuses
+                .iter()
+                .filter(|(i, s)| i % 4 == kind && *s == status)
+                .count()
+        };
+        assert_eq!(
+            (count(0, 201), count(0, 409)),
+            (1, 3),
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(count(1, 400), 4, "round {round}: {statuses:?}");
+        assert_eq!(
+            count(2, 201) + count(3, 201),
+            8,
+            "round {round}: {statuses:?}"
+        );
+    }
+    assert_eq!(mongo.documents(&db).len(), 10 * 9);
+    // ...and they were indeed written in shared round trips.
+    let metrics = http::get(&app.url("/metrics")).body;
+    let single = metric(&metrics, r#"mongodb_insert_batch_documents_bucket{le="1"}"#);
+    let all = metric(&metrics, "mongodb_insert_batch_documents_count");
+    assert!(all < 160.0 && single < all, "no batch formed:\n{metrics}");
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+}
+
+#[test]
 fn special_characters_in_the_password_work() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("password");

@@ -228,6 +228,7 @@ impl Handler {
                 tracing::error!(error = %e.kind, "MongoDB operation failed");
                 ApiError::Internal
             }
+            StoreError::Panicked => ApiError::Internal,
         }
     }
 }

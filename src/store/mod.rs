@@ -1,7 +1,11 @@
 //! Everything that talks to MongoDB: one shared client, the `data` collection, and the
 //! mapping of driver errors to what the HTTP layer needs to know.
 
+mod batch;
+
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
@@ -10,6 +14,7 @@ use mongodb::options::{Acknowledgment, ClientOptions, Credential, ServerAddress,
 use mongodb::sync::{Client, Collection, Cursor, Database};
 
 use crate::config::{Config, ConfigError, MongoTarget};
+use crate::metrics::Metrics;
 
 const COLLECTION: &str = "data";
 /// Documents per batch fetched while listing: bounds memory per request (a batch is
@@ -17,7 +22,7 @@ const COLLECTION: &str = "data";
 const BATCH_SIZE: u32 = 1000;
 
 /// Why an operation failed, in the terms the HTTP layer answers with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// MongoDB could not be reached in time, refused our credentials, or went away.
     Unavailable(mongodb::error::Error),
@@ -27,6 +32,8 @@ pub enum StoreError {
     Rejected(String),
     /// Anything else: a bug or a misconfiguration worth a log line.
     Internal(mongodb::error::Error),
+    /// The code writing a batch panicked (a bug; logged where it happened).
+    Panicked,
 }
 
 impl StoreError {
@@ -36,7 +43,7 @@ impl StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Duplicate => "duplicate_key",
             StoreError::Rejected(_) => "rejected",
-            StoreError::Internal(_) => "internal",
+            StoreError::Internal(_) | StoreError::Panicked => "internal",
         }
     }
 }
@@ -48,6 +55,7 @@ impl fmt::Display for StoreError {
             StoreError::Duplicate => f.write_str("duplicate _id"),
             StoreError::Rejected(m) => write!(f, "document rejected: {m}"),
             StoreError::Internal(e) => write!(f, "MongoDB error: {e}"),
+            StoreError::Panicked => f.write_str("the write panicked"),
         }
     }
 }
@@ -114,13 +122,15 @@ pub struct Store {
     database: Database,
     documents: Collection<Document>,
     raw: Collection<RawDocumentBuf>,
+    inserts: batch::Batcher<Document, Result<(), StoreError>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// Builds the client. No I/O happens here (except SRV lookups for a `mongodb+srv` URI):
     /// the driver connects in the background, so the service starts, and answers
     /// `/healthz`, even while MongoDB is down.
-    pub fn connect(config: &Config) -> Result<Store, ConfigError> {
+    pub fn connect(config: &Config, metrics: Arc<Metrics>) -> Result<Store, ConfigError> {
         let options = client_options(config)?;
         let client = Client::with_options(options)
             .map_err(|e| ConfigError(format!("MongoDB client: {}", e.kind)))?;
@@ -132,13 +142,85 @@ impl Store {
             database,
             documents,
             raw,
+            inserts: batch::Batcher::default(),
+            metrics,
         })
     }
 
     /// Stores a document as given; the driver adds an ObjectId `_id` if it has none.
+    /// Concurrent inserts are written together (see `batch`); each gets its own outcome.
     pub fn insert(&self, document: Document) -> Result<(), StoreError> {
-        self.documents.insert_one(document).run()?;
-        Ok(())
+        self.inserts
+            .submit(document, |batch| self.insert_batch(batch))
+    }
+
+    /// Writes a batch unordered, so that one refused document does not stop the others,
+    /// and maps the outcome back to each document.
+    fn insert_batch(&self, batch: Vec<Document>) -> Vec<Result<(), StoreError>> {
+        let count = batch.len();
+        self.metrics.insert_batch(count);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if count == 1 {
+                let document = batch.into_iter().next().expect("one document");
+                return vec![self
+                    .documents
+                    .insert_one(document)
+                    .run()
+                    .map(drop)
+                    .map_err(StoreError::from)];
+            }
+            match self.documents.insert_many(&batch).ordered(false).run() {
+                Ok(_) => vec![Ok(()); count],
+                Err(e) => self.batch_failure(batch, e),
+            }
+        }));
+        outcome.unwrap_or_else(|_| {
+            tracing::error!("inserting a batch panicked");
+            vec![Err(StoreError::Panicked); count]
+        })
+    }
+
+    fn batch_failure(
+        &self,
+        batch: Vec<Document>,
+        error: mongodb::error::Error,
+    ) -> Vec<Result<(), StoreError>> {
+        match error.kind.as_ref() {
+            ErrorKind::InsertMany(failure) => {
+                // Write concern not met: every document without its own error was written
+                // on the primary, but not durably as asked.
+                let rest = match &failure.write_concern_error {
+                    Some(_) => Err(StoreError::Unavailable(error.clone())),
+                    None => Ok(()),
+                };
+                let mut results = vec![rest; batch.len()];
+                for w in failure.write_errors.iter().flatten() {
+                    if let Some(slot) = results.get_mut(w.index) {
+                        *slot = Err(if w.code == 11000 {
+                            StoreError::Duplicate
+                        } else {
+                            StoreError::Rejected(w.message.clone())
+                        });
+                    }
+                }
+                results
+            }
+            // Refused before anything was sent (a document the driver cannot encode):
+            // write them one by one, so that only the culprit fails.
+            ErrorKind::BsonSerialization(_) | ErrorKind::InvalidArgument { .. } => batch
+                .into_iter()
+                .map(|d| {
+                    self.documents
+                        .insert_one(d)
+                        .run()
+                        .map(drop)
+                        .map_err(StoreError::from)
+                })
+                .collect(),
+            // Anything else (the server went away...) may or may not have stored them;
+            // retrying could store one twice, so all get the error.
+            _ => vec![Err(StoreError::from(error)); batch.len()],
+        }
     }
 
     /// Documents in ascending `_id` order, fetched in batches as the cursor is read.

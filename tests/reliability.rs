@@ -512,7 +512,8 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
     assert!(copies.values().all(|n| *n == 1), "a document stored twice");
     assert!(failed.iter().all(|k| outcomes[*k] == 503));
     assert!(!failed.is_empty(), "the outage was not noticed");
-    assert!(*slowest_error.lock().unwrap() < Duration::from_millis(3000));
+    // MONGO_TIMEOUT_MS is 1 s; allow for a request that arrives just as one fails.
+    assert!(*slowest_error.lock().unwrap() < Duration::from_millis(2000));
     assert!(readiness.contains(&503) && readiness.last() == Some(&200));
     assert!(liveness.iter().all(|s| *s == 200));
 }

@@ -55,7 +55,7 @@ pub fn create_user(args: &CreateUser) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("--admin-user and --admin-password go together".into()),
     };
-    add_user_at(
+    add_user(
         &args.host,
         args.port,
         login,
@@ -67,19 +67,9 @@ pub fn create_user(args: &CreateUser) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates `user` on the server at 127.0.0.1:`port`.
+/// Creates `user` on the server at `host:port`, logged in as `login` if given. `role` is
+/// `root`, or `readWrite@DB` for a role on one database.
 pub fn add_user(
-    port: u16,
-    login: Option<(&str, &str)>,
-    user: &str,
-    password: &str,
-    role: &str,
-) -> Result<(), String> {
-    add_user_at("127.0.0.1", port, login, user, password, role)
-}
-
-/// `role` is `root`, or `readWrite@DB` for a role on one database.
-fn add_user_at(
     host: &str,
     port: u16,
     login: Option<(&str, &str)>,

@@ -107,7 +107,7 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
         ]);
     let _mongo = Proc::spawn("mongo", mongo_cmd, logs.path())?;
     wait_for_port(mongo_port, Duration::from_secs(10))?;
-    crate::admin::add_user(mongo_port, None, USER, &password, "root")?;
+    crate::admin::add_user("127.0.0.1", mongo_port, None, USER, &password, "root")?;
     let uri = format!(
         "mongodb://{USER}:{password}@127.0.0.1:{mongo_port}/{DB}?authSource=admin&directConnection=true"
     );

@@ -150,8 +150,18 @@ impl Store {
     /// Stores a document as given; the driver adds an ObjectId `_id` if it has none.
     /// Concurrent inserts are written together (see `batch`); each gets its own outcome.
     pub fn insert(&self, document: Document) -> Result<(), StoreError> {
-        self.inserts
-            .submit(document, |batch| self.insert_batch(batch))
+        self.inserts.submit(
+            document,
+            |batch| self.insert_batch(batch),
+            // MongoDB unreachable: those queued meanwhile get the 503 now rather than after
+            // a second timeout of their own, so a write fails within MONGO_TIMEOUT_MS.
+            |results| {
+                results
+                    .iter()
+                    .find(|r| matches!(r, Err(StoreError::Unavailable(_))))
+                    .cloned()
+            },
+        )
     }
 
     /// Writes a batch unordered, so that one refused document does not stop the others,

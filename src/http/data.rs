@@ -93,16 +93,19 @@ impl Handler {
                 tracing::error!("a listed document has no _id");
                 ApiError::Internal
             })?;
-            last_id = Some(paging::encode(id));
+            last_id = Some(id.to_raw_bson());
             count += 1;
         }
         body.push(b']');
         let reply = Reply::json(200, body);
         Ok(match (more, last_id) {
-            (true, Some(cursor)) => reply.with_header(
-                "Link",
-                format!("</data?limit={limit}&after={cursor}>; rel=\"next\""),
-            ),
+            (true, Some(last)) => {
+                let cursor = paging::encode(last.as_raw_bson_ref());
+                reply.with_header(
+                    "Link",
+                    format!("</data?limit={limit}&after={cursor}>; rel=\"next\""),
+                )
+            }
             _ => reply,
         })
     }

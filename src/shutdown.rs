@@ -3,7 +3,6 @@
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -25,10 +24,6 @@ impl Shutdown {
         wake.notify_all();
     }
 
-    pub fn is_triggered(&self) -> bool {
-        *self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Blocks until triggered.
     pub fn wait(&self) {
         let (flag, wake) = &*self.state;
@@ -36,24 +31,6 @@ impl Shutdown {
         while !*triggered {
             triggered = wake.wait(triggered).unwrap_or_else(PoisonError::into_inner);
         }
-    }
-
-    /// Blocks until triggered or until `timeout` passes; true if triggered.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (flag, wake) = &*self.state;
-        let mut triggered = flag.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*triggered {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            triggered = wake
-                .wait_timeout(triggered, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
     }
 
     /// Triggers on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
@@ -77,16 +54,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trigger_wakes_waiters() {
+    fn trigger_wakes_every_waiter() {
         let shutdown = Shutdown::new();
-        assert!(!shutdown.wait_timeout(Duration::from_millis(10)));
-        let waiter = {
-            let s = shutdown.clone();
-            thread::spawn(move || s.wait())
-        };
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let s = shutdown.clone();
+                thread::spawn(move || s.wait())
+            })
+            .collect();
         shutdown.trigger();
-        waiter.join().unwrap();
-        assert!(shutdown.is_triggered());
-        assert!(shutdown.wait_timeout(Duration::ZERO));
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        // Once triggered, waiting returns at once.
+        shutdown.wait();
     }
 }

@@ -163,15 +163,6 @@ impl Server {
         }
     }
 
-    /// Like [`Server::recv`], giving up after `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
-    }
-
     /// Wakes one thread blocked in [`Server::recv`].
     pub fn unblock(&self) {
         self.messages.unblock();

@@ -1,6 +1,5 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 enum Control<T> {
     Elem(T),
@@ -53,33 +52,6 @@ where
             }
 
             queue = self.condvar.wait(queue).unwrap();
-        }
-    }
-
-    /// Tries to pop an element without blocking.
-    pub(crate) fn pop_timeout(&self, timeout: Duration) -> Option<T> {
-        let mut queue = self.queue.lock().unwrap();
-        let mut duration = timeout;
-        loop {
-            match queue.pop_front() {
-                Some(Control::Elem(value)) => return Some(value),
-                Some(Control::Unblock) => return None,
-                None => (),
-            }
-            let now = Instant::now();
-            let (_queue, result) = self.condvar.wait_timeout(queue, duration).unwrap();
-            queue = _queue;
-            let sleep_time = now.elapsed();
-            duration = if duration > sleep_time {
-                duration - sleep_time
-            } else {
-                Duration::from_millis(0)
-            };
-            if result.timed_out()
-                || (duration.as_secs() == 0 && duration.subsec_nanos() < 1_000_000)
-            {
-                return None;
-            }
         }
     }
 }

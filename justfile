@@ -8,6 +8,7 @@ kubernetes_validate_version := "1.37.0"
 # The Kubernetes version the manifests are validated against.
 kubernetes_version := "1.32.0"
 musl_target := "x86_64-unknown-linux-musl"
+fuzz_targets := "body_to_document query_parameters http_framing"
 version := `sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1`
 commit := `git rev-parse --short HEAD 2>/dev/null || echo unknown`
 image := "mongo-api:" + version
@@ -15,6 +16,9 @@ namespace := "mongo-api"
 # Where `just run` keeps the local database and its credentials.
 data_dir := "data"
 local_mongo_port := "27018"
+# The project's own Python environment for every Python tool the recipes use (PEP 668
+# systems such as Debian 12 refuse `pip install` into the system Python).
+venv := "target/venv"
 
 # List the recipes
 default:
@@ -36,8 +40,8 @@ deps:
     fi
     rustup target list --installed | grep -qx {{musl_target}} || rustup target add {{musl_target}}
     if ! secantusd-rs --version 2>/dev/null | grep -q "{{secantus_version}}"; then
-        echo "installing the MongoDB stand-in (SecantusDB {{secantus_version}}; compiles once, about 4 minutes on 2 cores)"
-        cargo install secantus-mdb --version {{secantus_version}} --locked --ignore-rust-version --quiet
+        echo "installing the MongoDB stand-in (SecantusDB {{secantus_version}}): cargo compiles it once, about SECANTUS_MINUTES minutes on 2 cores"
+        cargo install secantus-mdb --version {{secantus_version}} --locked --ignore-rust-version
     fi
 
 # Build the service (debug)
@@ -49,11 +53,16 @@ build-static: deps
     cargo build --release --target {{musl_target}} -p mongo-api --features mimalloc
     @ls -l target/{{musl_target}}/release/mongo-api
 
-# Build the FROM-scratch image, tagged mongo-api:VERSION and mongo-api:VERSION-COMMIT
-build-image: build-static
+# Build the FROM-scratch image, tagged mongo-api:VERSION and mongo-api:VERSION-COMMIT (needs a running Docker)
+build-image: docker-running build-static
     docker build --quiet -f Dockerfile.scratch --build-arg VERSION={{version}} --build-arg REVISION={{commit}} \
         -t {{image}} -t {{image}}-{{commit}} .
     @docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
+
+# Stop at once, with one line, when no Docker engine answers
+[private]
+docker-running:
+    @docker info >/dev/null 2>&1 || { echo "just build-image needs a running Docker engine: start Docker (or Docker Desktop), or point DOCKER_HOST at one; just test-image starts a private one"; exit 1; }
 
 # Write random MongoDB credentials for the manifests to k8s/base/secrets.env, once (not in git)
 secrets:
@@ -104,10 +113,10 @@ check-k8s: deps-k8s secrets
     for overlay in base overlays/assignment; do
         out=target/k8s/$(basename $overlay).yaml
         kubectl kustomize k8s/$overlay >$out
-        kubernetes-validate --kubernetes-version {{kubernetes_version}} --strict --quiet $out
-        python3 k8s/check_manifests.py $out --image {{image}}
+        {{venv}}/bin/kubernetes-validate --kubernetes-version {{kubernetes_version}} --strict --quiet $out
+        {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}}
     done
-    cd k8s && python3 -m unittest --quiet test_check_manifests
+    cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests
 
 # Start a private Docker engine, build the image, run it as the Deployment would, stop it all
 test-image: deps-docker check-k8s
@@ -124,10 +133,10 @@ test-image: deps-docker check-k8s
         for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
     fi
     just build-image
-    python3 k8s/image_check.py target/k8s/base.yaml --image {{image}}
+    {{venv}}/bin/python k8s/image_check.py target/k8s/base.yaml --image {{image}}
 
 # Install what the manifest checks need: kubectl (with kustomize), kubernetes-validate
-deps-k8s:
+deps-k8s: venv
     #!/usr/bin/env bash
     set -euo pipefail
     if ! command -v kubectl >/dev/null; then
@@ -135,11 +144,10 @@ deps-k8s:
         $sudo apt-get update -qq && $sudo apt-get install -y -qq kubectl >/dev/null \
             || { echo "kubectl is needed (1.27 or newer, for kustomize 5); install it from https://kubernetes.io/docs/tasks/tools/"; exit 1; }
     fi
-    kubernetes-validate --version 2>/dev/null | grep -qx "{{kubernetes_validate_version}}" \
-        || python3 -m pip install --quiet "kubernetes-validate=={{kubernetes_validate_version}}"
+    {{venv}}/bin/kubernetes-validate --version 2>/dev/null | grep -qx "{{kubernetes_validate_version}}" \
+        || {{venv}}/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate=={{kubernetes_validate_version}}"
 
-# Fuzz the body-to-document path and the query parameters for SECONDS each (libFuzzer);
-# the corpus in fuzz/corpus grows with what it finds and is committed
+# Fuzz each target for SECONDS (libFuzzer); new inputs go to target/fuzz-corpus, not git
 fuzz seconds="60": deps-fuzz
     #!/usr/bin/env bash
     set -euo pipefail
@@ -147,17 +155,31 @@ fuzz seconds="60": deps-fuzz
     # stable, and RUSTC_BOOTSTRAP lets it accept them.
     export RUSTC_BOOTSTRAP=1
     cargo fuzz build --release
-    for target in body_to_document query_parameters; do
-        cargo fuzz run --release $target -- -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 2>&1 \
+    for target in {{fuzz_targets}}; do
+        # The committed corpus seeds the run; what the run finds goes to the first
+        # directory, outside git (`just fuzz-merge` folds it into the committed corpus).
+        mkdir -p target/fuzz-corpus/$target
+        cargo fuzz run --release $target target/fuzz-corpus/$target fuzz/corpus/$target -- -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 2>&1 \
             | grep -E '^(Done|INFO: seed corpus)|ERROR|panicked|SUMMARY' || true
         test ! -s "$(ls fuzz/artifacts/$target/* 2>/dev/null | head -1)" || { echo "$target found a crash: fuzz/artifacts/$target"; exit 1; }
+    done
+
+# Fold what `just fuzz` found into the committed corpus, keeping only inputs that add coverage
+fuzz-merge: deps-fuzz
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export RUSTC_BOOTSTRAP=1
+    for target in {{fuzz_targets}}; do
+        mkdir -p target/fuzz-corpus/$target
+        cargo fuzz run --release $target fuzz/corpus/$target target/fuzz-corpus/$target -- -merge=1 2>&1 \
+            | grep -E '^MERGE-OUTER: [0-9]+ new files' || true
     done
 
 # Attack the live service with schemathesis, generating requests from its own OpenAPI document
 test-openapi: deps-schemathesis
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --quiet -p mongo-api -p bench
+    cargo build -p mongo-api -p bench
     dir=$(mktemp -d /tmp/mongo-api-openapi.XXXXXX)
     pids=()
     trap 'kill ${pids[@]} 2>/dev/null; wait; rm -rf $dir' EXIT
@@ -175,17 +197,37 @@ test-openapi: deps-schemathesis
     # Every check but positive_data_acceptance: "any JSON object" cannot say in JSON Schema
     # that integers must fit in 64 bits or that keys must not repeat, nor can a string
     # schema say "a cursor this API issued", so some schema-valid inputs are rightly 400.
-    schemathesis run http://$address/openapi.json --checks all --exclude-checks positive_data_acceptance \
-        --max-examples 200 --seed 1 --workers 2 --no-color
+    # Run from the temporary directory: schemathesis keeps a cache (.schemathesis/) in
+    # its working directory, which must not land in the work tree.
+    (cd $dir && "$OLDPWD/{{venv}}/bin/schemathesis" run http://$address/openapi.json --checks all --exclude-checks positive_data_acceptance \
+        --max-examples 200 --seed 1 --workers 2 --no-color)
     if grep -q '"panic"' $dir/service.log; then echo "the service panicked"; exit 1; fi
 
-# Install schemathesis
-deps-schemathesis:
-    @schemathesis --version 2>/dev/null | grep -q "4.32.5" || python3 -m pip install --quiet "schemathesis==4.32.5"
+# Install schemathesis (into the project's Python environment)
+deps-schemathesis: venv
+    @{{venv}}/bin/schemathesis --version 2>/dev/null | grep -q "4.32.5" \
+        || {{venv}}/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+
+# Create the project's Python environment, target/venv (installs Debian's python3-venv if needed)
+venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -x {{venv}}/bin/pip ] && exit 0
+    rm -rf {{venv}}
+    if ! python3 -m venv {{venv}} >/dev/null 2>&1; then
+        # Debian and Ubuntu ship the venv module's pip bootstrap separately.
+        rm -rf {{venv}}
+        echo "installing python3-venv (Debian's python3 needs it to create a virtual environment)"
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv {{venv}}
+    fi
+    {{venv}}/bin/pip install --quiet --disable-pip-version-check --upgrade pip
 
 # Install cargo-fuzz
 deps-fuzz:
-    @cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+    @cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || { echo "installing cargo-fuzz (compiles once, about FUZZ_MINUTES minutes)"; cargo install cargo-fuzz --version 0.13.2 --locked; }
 
 # Install a Docker engine for the image test (Debian's docker.io)
 deps-docker:
@@ -202,7 +244,8 @@ run: deps
     set -euo pipefail
     mkdir -p {{data_dir}}/mongo
     chmod 700 {{data_dir}}
-    cargo build --release --workspace --quiet
+    echo "building the service and its helper (release; the first build takes about RELEASE_MINUTES minutes)"
+    cargo build --release --workspace
     secantusd-rs --host 127.0.0.1 --port {{local_mongo_port}} --storage-path {{data_dir}}/mongo \
         --auth --sync-on-commit --log-file-max 16MB --cache-size 256M >{{data_dir}}/mongo.log 2>&1 &
     db_pid=$!
@@ -231,17 +274,17 @@ test: deps
     just fuzz 30
     just test-image
 
-# Benchmark. No arguments: the whole local comparison (service, floors, Flask reference;
-# about 25 minutes). With arguments: one load run, e.g. against Minikube for the HPA demo:
-# `just bench --url $(just url) --rate 400 --duration 300`
+# Benchmark: no arguments, the whole local comparison (BENCH_MINUTES min); with arguments, one `bench run`
 bench *args: build-static
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release -p bench --quiet
+    cargo build --release -p bench
     if [ -n "{{args}}" ]; then
         exec ./target/release/bench run {{args}}
     fi
-    [ -x target/bench-venv/bin/python ] || python3 -m venv target/bench-venv
+    # The Flask reference gets its own environment: its pinned packages are the
+    # reference's, not the project's tools'.
+    [ -x target/bench-venv/bin/pip ] || { rm -rf target/bench-venv; just venv; python3 -m venv target/bench-venv; }
     target/bench-venv/bin/pip install --quiet --disable-pip-version-check -r bench/flask_ref/requirements.txt
     image=()
     if docker image inspect {{image}} >/dev/null 2>&1; then image=(--image {{image}}); fi

@@ -11,9 +11,10 @@ check that things which refer to each other agree, nor enum values. This does:
   references     every secretKeyRef / configMapKeyRef / envFrom / volume names an object
                  that exists, and a key it has
   hpa            the HPA targets an existing Deployment
-  probes         HTTP probe paths are routes the binary serves (read from
-                 src/http/mod.rs), on a port the container declares, which is the port
-                 the binary listens on (PORT, default read from src/config.rs)
+  probes         HTTP probes go to the management listener (MANAGEMENT_PORT, default
+                 read from src/config.rs), on a path it serves (read from
+                 src/http/mod.rs); the container declares both ports the binary listens
+                 on (PORT too); a Prometheus scrape annotation names the management port
   image          the API's image is exactly what `just build-image` tags; every image
                  has an explicit tag other than latest
   resources      every container has CPU and memory requests and limits
@@ -55,20 +56,33 @@ def binary_routes(source: Path) -> set:
     return routes
 
 
-def binary_default_port(source: Path) -> int:
-    text = (source / "src/config.rs").read_text()
-    match = re.search(r'env\s*=\s*"PORT",\s*default_value_t\s*=\s*(\d+)', text)
+def binary_management_paths(source: Path) -> set:
+    text = (source / "src/http/mod.rs").read_text()
+    match = re.search(r'MANAGEMENT_PATHS: &\[&str\] = &\[([^\]]*)\]', text)
     if not match:
-        raise SystemExit("cannot find PORT's default in src/config.rs")
-    return int(match.group(1))
+        raise SystemExit("cannot find MANAGEMENT_PATHS in src/http/mod.rs")
+    return set(re.findall(r'"(/[a-z.]*)"', match.group(1)))
+
+
+def binary_default_ports(source: Path) -> dict:
+    """The binary's default for each port variable, read from src/config.rs."""
+    text = (source / "src/config.rs").read_text()
+    ports = {}
+    for variable in ("PORT", "MANAGEMENT_PORT"):
+        match = re.search(r'env\s*=\s*"' + variable + r'",\s*default_value_t\s*=\s*(\d+)', text)
+        if not match:
+            raise SystemExit(f"cannot find {variable}'s default in src/config.rs")
+        ports[variable] = int(match.group(1))
+    return ports
 
 
 class Checker:
-    def __init__(self, documents, image, routes, default_port):
+    def __init__(self, documents, image, routes, management_paths, default_ports):
         self.docs = [d for d in documents if d]
         self.image = image
         self.routes = routes
-        self.default_port = default_port
+        self.management_paths = management_paths
+        self.default_ports = default_ports
         self.problems = []
 
     def problem(self, check, what):
@@ -210,10 +224,13 @@ class Checker:
             if c.get("image") != self.image:
                 self.problem("image", f"{where} runs {c.get('image')!r}, but `just build-image` tags {self.image!r}")
             env = {e.get("name"): e.get("value") for e in c.get("env") or []}
-            listen = int(env.get("PORT") or self.default_port)
+            listens = {v: int(env.get(v) or default) for v, default in self.default_ports.items()}
             ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
-            if listen not in ports.values():
-                self.problem("probes", f"{where} declares ports {sorted(ports.values())}, but the binary listens on {listen}")
+            for variable, number in listens.items():
+                if number not in ports.values():
+                    self.problem("probes", f"{where} declares ports {sorted(ports.values())}, but the binary listens on {number} ({variable})")
+            management = listens["MANAGEMENT_PORT"]
+            self.check_scrape_annotation(w, management)
             for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
                 probe = c.get(kind)
                 if not probe:
@@ -221,14 +238,14 @@ class Checker:
                 http = probe.get("httpGet")
                 if not http:
                     continue
-                if http.get("path") not in self.routes:
-                    self.problem("probes", f"{where} {kind} path {http.get('path')!r} is not served (routes: {sorted(self.routes)})")
+                if http.get("path") not in self.management_paths:
+                    self.problem("probes", f"{where} {kind} path {http.get('path')!r} is not served by the management listener ({sorted(self.management_paths)})")
                 port = http.get("port")
                 number = ports.get(port) if isinstance(port, str) else port
                 if number is None:
                     self.problem("probes", f"{where} {kind} port {port!r} is not a declared container port")
-                elif number != listen:
-                    self.problem("probes", f"{where} {kind} probes port {number}, the binary listens on {listen}")
+                elif number != management:
+                    self.problem("probes", f"{where} {kind} probes port {number}, the management listener is on {management}")
         if not found:
             self.problem("image", f"no container runs {self.image!r}")
         for w, _, pod in self.pod_templates():
@@ -237,6 +254,15 @@ class Checker:
                 tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else None
                 if tag in (None, "latest") and "@sha256:" not in image:
                     self.problem("image", f"{self.name(w)} container {c.get('name')} image {image!r} is not pinned to a tag")
+
+    def check_scrape_annotation(self, workload, management):
+        annotations = workload.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true":
+            self.problem("probes", f"{self.name(workload)} pods lack prometheus.io/scrape: \"true\"")
+        if annotations.get("prometheus.io/port") != str(management):
+            self.problem("probes", f"{self.name(workload)} prometheus.io/port {annotations.get('prometheus.io/port')!r} is not the management port {management}")
+        if annotations.get("prometheus.io/path", "/metrics") not in self.management_paths:
+            self.problem("probes", f"{self.name(workload)} prometheus.io/path {annotations.get('prometheus.io/path')!r} is not served")
 
     def check_resources(self):
         for w, _, pod in self.pod_templates():
@@ -312,7 +338,13 @@ def main():
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parent.parent)
     args = parser.parse_args()
     documents = list(yaml.safe_load_all(args.rendered.read_text()))
-    checker = Checker(documents, args.image, binary_routes(args.source), binary_default_port(args.source))
+    checker = Checker(
+        documents,
+        args.image,
+        binary_routes(args.source),
+        binary_management_paths(args.source),
+        binary_default_ports(args.source),
+    )
     problems = checker.run()
     for p in problems:
         print(f"{args.rendered}: {p}")

@@ -62,8 +62,20 @@ def resolve_env(docs, image):
             env[item["name"]] = secret(ref["secretKeyRef"]["name"])[ref["secretKeyRef"]["key"]]
         else:
             raise SystemExit(f"cannot resolve env {item['name']}: {ref}")
-    port = container["ports"][0]["containerPort"]
-    return env, port
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return env, ports, container
+
+
+def probe_url(container, kind, ports):
+    """The URL the kubelet requests for the container's `kind` probe (on the host network)."""
+    http = container[kind]["httpGet"]
+    port = ports[http["port"]] if isinstance(http["port"], str) else http["port"]
+    return f"http://127.0.0.1:{port}{http['path']}"
+
+
+def container_annotations(docs, image):
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    return deployment["spec"]["template"]["metadata"].get("annotations") or {}
 
 
 def request(method, url, body=None, content_type=None):
@@ -109,9 +121,12 @@ def main():
     parser.add_argument("--image", required=True)
     args = parser.parse_args()
     docs = [d for d in yaml.safe_load_all(args.rendered.read_text()) if d]
-    env, port = resolve_env(docs, args.image)
+    env, ports, container = resolve_env(docs, args.image)
     mongo_port = int(env["MONGO_PORT"])
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{ports['http']}"
+    liveness = probe_url(container, "livenessProbe", ports)
+    readiness = probe_url(container, "readinessProbe", ports)
+    management = f"http://127.0.0.1:{ports['management']}"
     failures = Failures()
 
     workdir = Path(tempfile.mkdtemp(prefix="image-check-"))
@@ -139,7 +154,7 @@ def main():
         docker("rm", "-f", CONTAINER, check=False)
         docker("run", "--detach", "--name", CONTAINER, "--network", "host", "--add-host", "mongo:127.0.0.1",
                "--env-file", str(env_file), args.image)
-        wait_for("the container to answer /healthz", lambda: request("GET", f"{base}/healthz")[0] == 200)
+        wait_for(f"the container to answer its liveness probe ({liveness})", lambda: request("GET", liveness)[0] == 200)
         print(f"container running with {sorted(env)} from the rendered Deployment")
 
         inspect = json.loads(docker("image", "inspect", args.image).stdout)[0]
@@ -149,7 +164,9 @@ def main():
         shell = docker("run", "--rm", "--entrypoint", "/bin/sh", args.image, "-c", "true", check=False)
         failures.expect(shell.returncode != 0, "the image has no shell")
 
-        wait_for("readiness (MongoDB reachable as `mongo`)", lambda: request("GET", f"{base}/readyz")[0] == 200)
+        wait_for(f"readiness (MongoDB reachable as `mongo`; {readiness})", lambda: request("GET", readiness)[0] == 200)
+        status, _, _ = request("GET", f"{base}/healthz")
+        failures.expect(status == 200, f"GET /healthz on the API port (kept for compatibility) -> {status}")
         status, headers, body = request("GET", f"{base}/")
         failures.expect(status == 200 and body.startswith("Welcome to the Flask app! The current time is: "), f"GET / -> {status}")
         status, _, body = request("POST", f"{base}/data", b'{"from":"image check","n":1}', "application/json")
@@ -166,8 +183,11 @@ def main():
         failures.expect(status == 404, f"GET /nope -> {status}")
         status, headers, _ = request("DELETE", f"{base}/data")
         failures.expect(status == 405 and headers.get("Allow") == "GET, HEAD, POST", f"DELETE /data -> {status}")
-        status, _, body = request("GET", f"{base}/metrics")
-        failures.expect(status == 200 and "http_requests_total" in body, f"GET /metrics -> {status}")
+        scrape = container_annotations(docs, args.image)
+        status, _, body = request("GET", f"http://127.0.0.1:{scrape['prometheus.io/port']}{scrape['prometheus.io/path']}")
+        failures.expect(status == 200 and "http_requests_total" in body, f"scrape of the annotated metrics port -> {status}")
+        status, _, _ = request("GET", f"{management}/data")
+        failures.expect(status == 404, f"GET /data on the management port -> {status} (it serves probes and metrics only)")
 
         # Kubernetes stops a pod with SIGTERM; the process must drain and exit 0 in time.
         started = time.monotonic()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from check_manifests import Checker, binary_default_port, binary_routes
+from check_manifests import Checker, binary_default_ports, binary_management_paths, binary_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "mongo-api:0.1.0"
@@ -33,7 +33,7 @@ def render(overlay):
 
 
 def check(docs, image=IMAGE):
-    return Checker(docs, image, binary_routes(ROOT), binary_default_port(ROOT)).run()
+    return Checker(docs, image, binary_routes(ROOT), binary_management_paths(ROOT), binary_default_ports(ROOT)).run()
 
 
 def one(docs, kind, name=None):
@@ -119,6 +119,20 @@ class BrokenCopies(unittest.TestCase):
 
     def test_container_port_not_what_the_binary_listens_on(self):
         self.broken(lambda d: api_container(d)["ports"][0].update({"containerPort": 8080}), "the binary listens on 5000")
+
+    def test_probe_on_the_api_port(self):
+        self.broken(lambda d: api_container(d)["livenessProbe"]["httpGet"].update({"port": "http"}), "the management listener is on 8081")
+
+    def test_probe_path_the_management_listener_does_not_serve(self):
+        self.broken(lambda d: api_container(d)["livenessProbe"]["httpGet"].update({"path": "/"}), "path '/' is not served by the management listener")
+
+    def test_management_port_not_declared(self):
+        self.broken(lambda d: api_container(d)["ports"].pop(1), "listens on 8081 (MANAGEMENT_PORT)")
+
+    def test_scrape_annotation_on_the_wrong_port(self):
+        def change(d):
+            one(d, "Deployment")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "5000"
+        self.broken(change, "prometheus.io/port '5000' is not the management port 8081")
 
     def test_image_other_than_the_one_built(self):
         self.broken(lambda d: api_container(d).update({"image": "mongo-api:0.1.1"}), "`just build-image` tags")

@@ -44,6 +44,9 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
 }
 
 const DEFAULT_DB: &str = "flask_db";
+/// Connections the management listener holds at once: the kubelet's probes and a scraper
+/// or two need far fewer.
+const MANAGEMENT_CONNECTIONS: usize = 16;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -62,6 +65,11 @@ pub struct Config {
     /// Port to listen on
     #[arg(long, env = "PORT", default_value_t = 5000)]
     pub port: u16,
+
+    /// Port of the management listener: /healthz, /readyz and /metrics for probes and
+    /// scrapers, with its own connection budget, so no client of PORT can starve them
+    #[arg(long, env = "MANAGEMENT_PORT", default_value_t = 8081)]
+    pub management_port: u16,
 
     /// Full MongoDB connection string; when set it wins over MONGO_HOST, MONGO_PORT,
     /// MONGO_USER, MONGO_PASSWORD and MONGO_AUTH_DB
@@ -274,6 +282,16 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The management listener's limits: a handful of probe and scrape connections, each
+    /// answered on its own thread, never queued behind the API's workers.
+    pub fn management_options(&self) -> tiny_http::ServerOptions {
+        tiny_http::ServerOptions {
+            max_connections: MANAGEMENT_CONNECTIONS,
+            max_body_bytes: 0,
+            ..self.server_options()
+        }
     }
 
     pub fn server_options(&self) -> tiny_http::ServerOptions {

@@ -1,9 +1,9 @@
-use std::net::TcpListener;
 use std::process::ExitCode;
 
+use mongo_api::app::{self, Listeners};
 use mongo_api::config::Config;
+use mongo_api::logging;
 use mongo_api::shutdown::Shutdown;
-use mongo_api::{app, logging};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -20,13 +20,12 @@ fn main() -> ExitCode {
     logging::init(config.log_level);
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
 
-    let address = (config.bind_addr, config.port);
-    let listener = match TcpListener::bind(address) {
-        Ok(listener) => listener,
+    let listeners = match Listeners::bind(config.bind_addr, config.port, config.management_port) {
+        Ok(listeners) => listeners,
         Err(e) => {
             eprintln!(
-                "mongo-api: cannot listen on {}:{}: {e}",
-                address.0, address.1
+                "mongo-api: cannot listen on {} (ports {} and {}): {e}",
+                config.bind_addr, config.port, config.management_port
             );
             return ExitCode::FAILURE;
         }
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
         eprintln!("mongo-api: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    match app::run(listener, config, shutdown) {
+    match app::run(listeners, config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "exiting");

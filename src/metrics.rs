@@ -29,6 +29,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Every `kind` label of `mongodb_errors_total` (see `StoreError::kind`).
+pub const MONGO_ERROR_KINDS: &[&str] = &["unavailable", "duplicate_key", "rejected", "internal"];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -68,6 +71,10 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .expect("valid metric");
+        // Known label sets start at 0, so that rates and alerts work before the first error.
+        for kind in MONGO_ERROR_KINDS {
+            mongo_errors.with_label_values(&[*kind]);
+        }
         let registry = Registry::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -135,6 +142,18 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_mongodb_error_kind_is_exported_from_the_start() {
+        let (text, _) = Metrics::new().render();
+        let text = String::from_utf8(text).unwrap();
+        for kind in MONGO_ERROR_KINDS {
+            assert!(
+                text.contains(&format!("mongodb_errors_total{{kind=\"{kind}\"}} 0")),
+                "{kind}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn renders_counters_histogram_and_gauge() {

@@ -278,36 +278,36 @@ fn unknown_paths_and_methods_get_json_errors() {
     // Malformed or unsupported HTTP gets a JSON error from the server itself.
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(20_000));
     let many_headers = format!(
-        "GET / HTTP/1.1\r\n{}\r\n",
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
         "X-Filler: 0123456789\r\n".repeat(120)
     );
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"NONSENSE\r\n\r\n".to_vec(), 400, "malformed request line"),
         (
-            b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: t\r\nNo colon here\r\n\r\n".to_vec(),
             400,
             "malformed request header",
         ),
         (long_target.into_bytes(), 414, "request line too long"),
         (many_headers.into_bytes(), 431, "too many request headers"),
         (
-            b"GET / HTTP/2.0\r\n\r\n".to_vec(),
+            b"GET / HTTP/2.0\r\nHost: t\r\n\r\n".to_vec(),
             505,
             "HTTP/1.0 and HTTP/1.1",
         ),
         (
-            b"POST /data HTTP/1.1\r\nExpect: magic\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            b"POST /data HTTP/1.1\r\nHost: t\r\nExpect: magic\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
             417,
             "Expect",
         ),
         (
-            b"POST /data HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /data HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
                 .to_vec(),
             400,
             "must not both",
         ),
         (
-            b"POST /data HTTP/1.1\r\nContent-Length: 2, 3\r\n\r\n{}".to_vec(),
+            b"POST /data HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 3\r\n\r\n{}".to_vec(),
             400,
             "invalid Content-Length",
         ),
@@ -328,7 +328,7 @@ fn unknown_paths_and_methods_get_json_errors() {
     // Pipelined requests are answered in order; nothing after `Connection: close` is.
     let text = raw_exchange(
         app.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
         Duration::from_secs(5),
     );
     let statuses: Vec<&str> = text

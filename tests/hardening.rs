@@ -1,15 +1,18 @@
-//! tiny_http's known weaknesses, each shown fixed against the real binary: idle, silent,
-//! stalled and trickling clients are cut off on time; slow uploads and idle connections
-//! do not hold workers; threads return to their resting number; connections beyond the
-//! limit are refused. (Huge bodies: `tests/reliability.rs`.)
+//! The HTTP server against hostile clients, each attack run against the real binary:
+//! idle, silent, stalled and trickling clients are cut off on time; slow uploads, idle
+//! connections and clients that never read hold neither workers nor probes; a flood of
+//! slow connections at the limit keeps out neither probes nor prompt clients; framing
+//! that could smuggle a request is refused. (Huge bodies: `tests/reliability.rs`.)
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::http::{self, raw_status, read_until_close};
+use support::http::{self, raw_exchange, raw_status, read_response, read_until_close};
 use support::mongo::Mongo;
 use support::service::{mongo_env, Process};
 use support::wait_for;
@@ -183,12 +186,147 @@ fn connection_threads_return_to_their_resting_number() {
     eprintln!("threads: resting {resting}, with 200 connections {busy}, after {settled}");
 }
 
+/// A connection whose receive buffer is as small as the kernel allows: a client that
+/// stops reading fills it, and then the server's send buffer, within a few kilobytes.
+fn connect_tiny_buffer(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Times one request on a fresh connection; panics on anything but `expected`.
+fn timed_get(url: &str, expected: u16) -> Duration {
+    let started = Instant::now();
+    let reply = http::get(url);
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, expected, "{url}: {}", reply.body);
+    elapsed
+}
+
+/// The probe and a plain request, as the attack goes on: each must answer within 100 ms.
+fn assert_probes_answer_promptly(service: &Process, rounds: usize) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for _ in 0..rounds {
+        for url in [
+            service.management_url("/healthz"),
+            service.url("/healthz"),
+            service.url("/"),
+        ] {
+            let took = timed_get(&url, 200);
+            assert!(took < Duration::from_millis(100), "{url} took {took:?}");
+            slowest = slowest.max(took);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    slowest
+}
+
 #[test]
-fn connections_beyond_the_limit_are_refused_with_503() {
+fn clients_that_never_read_pin_neither_workers_nor_probes() {
+    let mongo = Mongo::start();
+    let service = start(&mongo, "noread", &[("MAX_CONNECTIONS", "256")]);
+    // As many clients as there are workers (16), each pipelining 500 requests for the
+    // largest fixed answer, on sockets that take a couple of kilobytes and are never read.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(500);
+    let attackers: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = connect_tiny_buffer(service.addr);
+            stream.write_all(&request).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let slowest = assert_probes_answer_promptly(&service, 5);
+    // Workers are free too: a write and a listing go through at once.
+    let started = Instant::now();
+    assert_eq!(
+        http::post_json(&service.url("/data"), r#"{"a":1}"#).status,
+        201
+    );
+    assert_eq!(http::get(&service.url("/data")).body, r#"[{"a":1}]"#);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    eprintln!("16 non-reading pipelining clients: slowest probe or GET / {slowest:?}");
+    drop(attackers);
+}
+
+#[test]
+fn a_flood_of_trickling_connections_starves_neither_probes_nor_prompt_clients() {
+    let mongo = Mongo::start();
+    let service = start(&mongo, "flood", &[("MAX_CONNECTIONS", "256")]);
+    // The Deployment's MAX_CONNECTIONS, each sending a byte of a head every 2 s.
+    let mut flood: Vec<TcpStream> = (0..256)
+        .map(|_| {
+            let mut s = connect(&service);
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        let mut streams: Vec<TcpStream> = flood.iter().map(|s| s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for s in &mut streams {
+                    let _ = s.write_all(b"E");
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let slowest = assert_probes_answer_promptly(&service, 5);
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    // Each prompt client took the slot of the oldest trickler; the rest are reaped at the
+    // request deadline, with a 408 for those the server did not need to evict first.
+    let mut cut = 0;
+    for s in &mut flood {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let text = read_until_close(s);
+        assert!(text.is_empty() || raw_status(&text) == Some(408), "{text}");
+        cut += 1;
+    }
+    assert_eq!(cut, 256);
+    eprintln!("256 trickling connections: slowest probe or GET / {slowest:?}");
+}
+
+#[test]
+fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answered() {
     let mongo = Mongo::start();
     let service = start(&mongo, "maxconn", &[("MAX_CONNECTIONS", "10")]);
-    let held: Vec<TcpStream> = (0..10).map(|_| connect(&service)).collect();
+    // Ten idle connections: a newcomer takes the oldest one's slot and is served.
+    let mut idle: Vec<TcpStream> = (0..10).map(|_| connect(&service)).collect();
     std::thread::sleep(Duration::from_millis(200));
+    let text = raw_exchange(
+        service.addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&text), Some(200), "{text}");
+    assert_eq!(
+        read_until_close(&mut idle[0]),
+        "",
+        "the oldest idle one was closed"
+    );
+    drop(idle);
+
+    // Ten connections each being answered (writing to a client that does not read): the
+    // newcomer gets a fast 503.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(500);
+    let busy: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut stream = connect_tiny_buffer(service.addr);
+            stream.write_all(&request).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
     let mut extra = connect(&service);
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let (text, after) = until_closed(&mut extra);
@@ -198,8 +336,124 @@ fn connections_beyond_the_limit_are_refused_with_503() {
         "{text}"
     );
     assert!(after < Duration::from_secs(1));
-    drop(held);
+    // The probes have their own listener.
+    let probe = timed_get(&service.management_url("/healthz"), 200);
+    assert!(probe < Duration::from_millis(100), "{probe:?}");
+    drop(busy);
     wait_for("a free connection slot", Duration::from_secs(5), || {
         (http::get(&service.url("/")).status == 200).then_some(())
     });
+}
+
+#[test]
+fn framing_that_could_smuggle_a_request_is_refused_and_the_connection_closed() {
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("smuggle");
+    let mut env = mongo_env(&mongo, &db);
+    env.push(("LOG_LEVEL", "info".into()));
+    let service = Process::start(&env);
+    // Each would, on a lenient server, make the pipelined POST below part of a body (or
+    // the reverse): it must never be executed.
+    let smuggled = "POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"smuggled\":true}";
+    let cases: &[(&str, &str)] = &[
+        ("obs-fold SP", "POST /data HTTP/1.1\r\nHost: t\r\nX: y\r\n Content-Length: 31\r\n\r\n"),
+        ("obs-fold HTAB", "POST /data HTTP/1.1\r\nHost: t\r\nX: y\r\n\tContent-Length: 31\r\n\r\n"),
+        ("obs-fold VT", "POST /data HTTP/1.1\r\nHost: t\r\nX: y\r\n\x0bContent-Length: 31\r\n\r\n"),
+        ("obs-fold FF", "POST /data HTTP/1.1\r\nHost: t\r\nX: y\r\n\x0cContent-Length: 31\r\n\r\n"),
+        ("TE with FF", "POST /data HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \x0cchunked\r\n\r\n"),
+        ("chunk extension ended by LF", "POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2;\nxx\r\n{}\r\n0\r\n\r\n"),
+        ("chunk size ended by LF", "POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n"),
+        ("CR in a value", "GET / HTTP/1.1\r\nHost: t\r\nX: a\rb\r\n\r\n"),
+        ("NUL in a value", "GET / HTTP/1.1\r\nHost: t\r\nX: a\0b\r\n\r\n"),
+        ("empty name", "GET / HTTP/1.1\r\nHost: t\r\n: v\r\n\r\n"),
+        ("space before colon", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length : 5\r\n\r\n"),
+        ("no Host", "GET / HTTP/1.1\r\n\r\n"),
+        ("two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("TE on HTTP/1.0", "POST /data HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ];
+    for (name, attack) in cases {
+        let mut stream = TcpStream::connect(service.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.write_all(format!("{attack}{smuggled}").as_bytes());
+        let mut reader = BufReader::new(stream);
+        let response = read_response(&mut reader).unwrap_or_else(|| panic!("{name}: no answer"));
+        assert_eq!(response.status, 400, "{name}");
+        assert!(response.closes(), "{name}: the connection must close");
+        let error: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert!(error["error"].is_string(), "{name}: {error}");
+        let rest = read_until_close(reader.get_mut());
+        assert_eq!(rest, "", "{name}: something after the refusal");
+    }
+    // A transfer coding other than chunked: 501, as hyper answers.
+    let text = raw_exchange(
+        service.addr,
+        b"POST /data HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&text), Some(501), "{text}");
+    assert_eq!(
+        mongo.documents(&db).len(),
+        0,
+        "a smuggled request was executed"
+    );
+    assert!(!service.output().contains("\"panic\""));
+}
+
+#[test]
+fn a_listing_nobody_reads_is_cut_and_listings_never_take_every_worker() {
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("stall");
+    mongo.preload(&db, 5_000, 1_000);
+    let mut env = mongo_env(&mongo, &db);
+    env.push(("WORKERS", "2".into()));
+    let service = Process::start(&env);
+    // One listing slot (half of 2 workers), taken by a client that never reads.
+    let mut stalled = connect_tiny_buffer(service.addr);
+    stalled
+        .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile a second listing waits for the slot and is refused after the queue
+    // timeout, and the other worker still serves writes and pages.
+    let listing = http::get(&service.url("/data"));
+    assert_eq!(listing.status, 503, "{}", listing.body);
+    assert_eq!(listing.header("Retry-After"), Some("1"));
+    assert_eq!(
+        http::post_json(&service.url("/data"), r#"{"b":2}"#).status,
+        201
+    );
+    assert_eq!(http::get(&service.url("/data?limit=2")).status, 200);
+    // The stalled listing is cut within the stall timeout (5 s) of its last progress.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = vec![0; 1 << 20];
+    // Read nothing until the server gives up; then whatever is buffered, then the end.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut received = 0;
+    loop {
+        match stalled.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    let total = 5_001 * 1_010;
+    assert!(
+        received < total,
+        "the whole listing arrived ({received} bytes)"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    wait_for("the listing slot back", Duration::from_secs(5), || {
+        (http::get(&service.url("/data?limit=1")).status == 200
+            && http::get(&service.url("/data")).status == 200)
+            .then_some(())
+    });
+    assert!(
+        service.output().contains("the client stopped reading"),
+        "{}",
+        service.output()
+    );
 }

@@ -15,6 +15,7 @@ use support::service::{mongo_env, run_binary, Process};
 const VARIABLES: &[(&str, &str)] = &[
     ("BIND_ADDR", "0.0.0.0"),
     ("PORT", "5000"),
+    ("MANAGEMENT_PORT", "8081"),
     ("MONGODB_URI", ""),
     ("MONGO_HOST", "mongo"),
     ("MONGO_PORT", "27017"),

@@ -614,6 +614,7 @@ fn start_with_fd_limit(mongo: &Mongo, db: &str, limit: u32, extra: &[(&str, &str
         .env_clear()
         .env("BIND_ADDR", "127.0.0.1")
         .env("PORT", "0")
+        .env("MANAGEMENT_PORT", "0")
         .env("WORKERS", "2");
     for (k, v) in mongo_env(mongo, db) {
         command.env(k, v);

@@ -16,6 +16,9 @@ fuzz_target!(|query: &str| {
     if let Some(after) = params.after {
         let raw = RawBson::try_from(after).expect("a decoded cursor holds a BSON value");
         let token = paging::encode(raw.as_raw_bson_ref());
-        assert!(paging::decode(&token).is_some(), "a cursor we issue must be accepted");
+        assert!(
+            paging::decode(&token).is_some(),
+            "a cursor we issue must be accepted"
+        );
     }
 });

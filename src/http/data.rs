@@ -1,11 +1,12 @@
 //! `GET /data` and `POST /data`.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use mongodb::bson::Bson;
-use tiny_http::Request;
+use tiny_http::{Grant, Request};
 
+use super::reply::{Chunks, STREAM_CHUNK};
 use super::{ApiError, Body, Handler, Reply};
 use crate::json;
 use crate::metrics::Metrics;
@@ -14,8 +15,6 @@ use crate::store::{DocumentStream, ListQuery, StoreError};
 
 /// A page stops growing once its JSON passes this size, even short of `limit`.
 const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// A streamed listing is produced in pieces of about this size.
-const STREAM_CHUNK: usize = 64 * 1024;
 
 const INSERTED: &[u8] = br#"{"status":"Data inserted"}"#;
 
@@ -42,6 +41,11 @@ impl Handler {
             .map_err(ApiError::BadRequest)?;
         match params.limit {
             None => {
+                let slot = self
+                    .limits
+                    .listings
+                    .acquire(1, self.limits.queue_timeout)
+                    .ok_or(ApiError::Overloaded)?;
                 let documents = self
                     .store
                     .list(&ListQuery {
@@ -50,7 +54,7 @@ impl Handler {
                         with_id: false,
                     })
                     .map_err(|e| self.store_error(e))?;
-                let stream = JsonArrayStream::new(documents, self.metrics.clone());
+                let stream = JsonArrayStream::new(documents, self.metrics.clone(), slot);
                 Ok(Reply::new(
                     200,
                     super::reply::JSON,
@@ -145,54 +149,23 @@ enum StreamState {
 }
 
 /// The whole listing as a JSON array, encoded batch by batch while it is sent: memory
-/// stays at one driver batch plus one chunk, whatever the size of the collection.
+/// stays at one driver batch plus a few pieces, whatever the size of the collection.
 struct JsonArrayStream {
     documents: DocumentStream,
     metrics: Arc<Metrics>,
-    buffer: Vec<u8>,
-    position: usize,
     state: StreamState,
+    /// One of the listing slots, held until the listing ends.
+    _slot: Grant,
 }
 
 impl JsonArrayStream {
-    fn new(documents: DocumentStream, metrics: Arc<Metrics>) -> Self {
+    fn new(documents: DocumentStream, metrics: Arc<Metrics>, slot: Grant) -> Self {
         JsonArrayStream {
             documents,
             metrics,
-            buffer: Vec::with_capacity(STREAM_CHUNK + 4096),
-            position: 0,
             state: StreamState::Start,
+            _slot: slot,
         }
-    }
-
-    fn refill(&mut self) -> io::Result<()> {
-        self.buffer.clear();
-        self.position = 0;
-        if let StreamState::Start = self.state {
-            self.buffer.push(b'[');
-            self.state = StreamState::Documents { first: true };
-        }
-        while let StreamState::Documents { first } = self.state {
-            if self.buffer.len() >= STREAM_CHUNK {
-                break;
-            }
-            match self.documents.next_document() {
-                Ok(None) => {
-                    self.buffer.push(b']');
-                    self.state = StreamState::Done;
-                }
-                Ok(Some(document)) => {
-                    if !first {
-                        self.buffer.push(b',');
-                    }
-                    self.state = StreamState::Documents { first: false };
-                    json::write_document(document, &mut self.buffer, false)
-                        .map_err(io::Error::other)?;
-                }
-                Err(e) => return Err(self.failed(e)),
-            }
-        }
-        Ok(())
     }
 
     /// The listing cannot be finished: the error makes the server cut the connection
@@ -204,18 +177,31 @@ impl JsonArrayStream {
     }
 }
 
-impl Read for JsonArrayStream {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.position == self.buffer.len() {
-            if let StreamState::Done = self.state {
-                return Ok(0);
-            }
-            self.refill()?;
+impl Chunks for JsonArrayStream {
+    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        if let StreamState::Start = self.state {
+            out.push(b'[');
+            self.state = StreamState::Documents { first: true };
         }
-        let available = &self.buffer[self.position..];
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.position += n;
-        Ok(n)
+        while let StreamState::Documents { first } = self.state {
+            if out.len() >= STREAM_CHUNK {
+                break;
+            }
+            match self.documents.next_document() {
+                Ok(None) => {
+                    out.push(b']');
+                    self.state = StreamState::Done;
+                }
+                Ok(Some(document)) => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    self.state = StreamState::Documents { first: false };
+                    json::write_document(document, out, false).map_err(io::Error::other)?;
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        Ok(!matches!(self.state, StreamState::Done))
     }
 }

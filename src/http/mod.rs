@@ -10,27 +10,42 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::oid::ObjectId;
 use serde_json::json;
-use tiny_http::{Method, Request};
+use tiny_http::{Budget, Method, Request};
 
 pub use error::ApiError;
-pub use reply::{Body, Reply};
+pub use reply::{Body, Chunks, Reply};
 
 use crate::health;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// Request-handling limits taken from the configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Limits {
     pub max_body_bytes: u64,
     pub queue_timeout: Duration,
     pub page_limit_max: u32,
+    /// Whole-collection listings streaming at once (see [`listing_slots`]).
+    pub listings: Budget,
+}
+
+/// Listings stream for as long as their clients read, so they may hold at most half the
+/// workers: the other half always remains for writes, pages and readiness.
+pub fn listing_slots(workers: u16) -> Budget {
+    Budget::new(u64::from(workers / 2).max(1))
 }
 
 pub struct Handler {
-    store: Store,
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
     limits: Limits,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Api,
+    Management,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +71,9 @@ const ROUTES: &[(&str, Route)] = &[
     ("/metrics", Route::Metrics),
     ("/openapi.json", Route::OpenApi),
 ];
+
+/// The paths the management listener serves (`k8s/check_manifests.py` reads this list).
+const MANAGEMENT_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 impl Route {
     fn of(path: &str) -> Route {
@@ -87,6 +105,17 @@ impl Route {
             Method::Post => self == Route::Data,
             _ => false,
         }
+    }
+
+    /// Whether answering may wait on MongoDB, and so must run on a worker; everything else
+    /// is answered on the connection's own thread.
+    fn needs_worker(self, method: &Method) -> bool {
+        matches!(self, Route::Data | Route::Readyz) && self.allows(method)
+    }
+
+    /// What the management listener serves; the rest is 404 there.
+    fn is_management(self) -> bool {
+        MANAGEMENT_PATHS.contains(&self.label())
     }
 }
 
@@ -129,8 +158,12 @@ fn welcome() -> Reply {
     )
 }
 
+fn split_target(url: &str) -> (&str, &str) {
+    url.split_once('?').unwrap_or((url, ""))
+}
+
 impl Handler {
-    pub fn new(store: Store, metrics: Arc<Metrics>, limits: Limits) -> Handler {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, limits: Limits) -> Handler {
         Handler {
             store,
             metrics,
@@ -138,22 +171,42 @@ impl Handler {
         }
     }
 
-    pub fn into_store(self) -> Store {
-        self.store
+    /// The API listener's first look at a request, on its connection's thread: what needs
+    /// no MongoDB is answered at once, the rest is handed back to be queued for a worker.
+    pub fn route(&self, rq: Request) -> Option<Request> {
+        let route = Route::of(split_target(rq.url()).0);
+        if route.needs_worker(rq.method()) {
+            return Some(rq);
+        }
+        self.answer(rq, Port::Api);
+        None
+    }
+
+    /// A worker's job: answers a request `route` queued.
+    pub fn handle(&self, rq: Request) {
+        self.answer(rq, Port::Api);
+    }
+
+    /// The management listener: probes and metrics, each answered on its connection's own
+    /// thread, so neither busy workers nor a flood on the API port can delay them.
+    pub fn manage(&self, rq: Request) {
+        self.answer(rq, Port::Management);
     }
 
     /// Answers one request; never panics on any input.
-    pub fn handle(&self, rq: Request) {
+    fn answer(&self, rq: Request, port: Port) {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let id = request_id(&rq);
         let method = method_label(rq.method());
-        let url = rq.url();
-        let (path, query) = url.split_once('?').unwrap_or((url, ""));
-        let route = Route::of(path);
+        let (path, query) = split_target(rq.url());
+        let route = match Route::of(path) {
+            route if port == Port::Management && !route.is_management() => Route::Unknown,
+            route => route,
+        };
 
         let waited = rq.received_at().elapsed();
-        let result = if route != Route::Healthz && waited > self.limits.queue_timeout {
+        let result = if route.needs_worker(rq.method()) && waited > self.limits.queue_timeout {
             Err(ApiError::Overloaded)
         } else {
             self.dispatch(route, &rq, query)
@@ -162,11 +215,20 @@ impl Handler {
         let status = reply.status;
         let path = path.to_owned();
 
-        let outcome = rq.respond(reply.into_response(&id));
+        let outcome = reply.send(rq, &id);
         let elapsed = started.elapsed();
         self.metrics.observe(route.label(), method, status, elapsed);
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         match outcome {
+            // Probes and scrapes come every few seconds: not worth a line each.
+            Ok(()) if port == Port::Management => tracing::debug!(
+                method,
+                path,
+                status,
+                duration_ms,
+                request_id = id,
+                "management request"
+            ),
             Ok(()) => tracing::info!(
                 method,
                 path,

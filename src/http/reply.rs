@@ -1,16 +1,22 @@
-//! What a handler answers with, before it becomes a tiny_http response.
+//! What a handler answers with, and how it reaches the client.
 
-use std::io::{Cursor, Read};
+use std::io::{self, Cursor};
 
-use tiny_http::{Header, Response, ResponseBox, StatusCode};
+use tiny_http::{BodyWriter, Header, Request, Response, StatusCode};
 
 pub const JSON: &str = "application/json";
+
+/// A body produced piece by piece by the worker while the connection sends it.
+pub trait Chunks {
+    /// Appends the next piece to `out`; `Ok(false)` once nothing follows it.
+    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool>;
+}
 
 pub enum Body {
     Bytes(Vec<u8>),
     Static(&'static [u8]),
-    /// A body produced while it is sent (chunked), e.g. a whole collection.
-    Stream(Box<dyn Read + Send>),
+    /// A body of unknown length (sent chunked), e.g. a whole collection.
+    Stream(Box<dyn Chunks>),
 }
 
 pub struct Reply {
@@ -19,6 +25,9 @@ pub struct Reply {
     body: Body,
     headers: Vec<(&'static str, String)>,
 }
+
+/// About the size of each piece of a streamed body.
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 impl Reply {
     pub fn new(status: u16, content_type: impl Into<String>, body: Body) -> Reply {
@@ -43,21 +52,49 @@ impl Reply {
         self
     }
 
-    pub fn into_response(self, request_id: &str) -> ResponseBox {
-        let (reader, length): (Box<dyn Read + Send>, Option<usize>) = match self.body {
-            Body::Bytes(bytes) => {
-                let len = bytes.len();
-                (Box::new(Cursor::new(bytes)), Some(len))
-            }
-            Body::Static(bytes) => (Box::new(bytes), Some(bytes.len())),
-            Body::Stream(reader) => (reader, None),
-        };
+    /// Answers `rq`. The connection's thread writes the response; a streamed body is
+    /// produced here, piece by piece, as the connection takes the pieces.
+    pub fn send(self, rq: Request, request_id: &str) -> io::Result<()> {
         let mut headers = Vec::with_capacity(self.headers.len() + 3);
         headers.push(header("Content-Type", &self.content_type));
         headers.push(header("X-Content-Type-Options", "nosniff"));
         headers.push(header("X-Request-Id", request_id));
         headers.extend(self.headers.iter().map(|(name, value)| header(name, value)));
-        Response::new(StatusCode(self.status), headers, reader, length)
+        let status = StatusCode(self.status);
+        match self.body {
+            Body::Bytes(bytes) => {
+                let length = bytes.len();
+                rq.respond(Response::new(
+                    status,
+                    headers,
+                    Cursor::new(bytes),
+                    Some(length),
+                ));
+                Ok(())
+            }
+            Body::Static(bytes) => {
+                rq.respond(Response::new(status, headers, bytes, Some(bytes.len())));
+                Ok(())
+            }
+            Body::Stream(chunks) => {
+                let (writer, reader) = rq.body_pipe();
+                rq.respond(Response::new(status, headers, reader, None));
+                pump(chunks, writer)
+            }
+        }
+    }
+}
+
+/// Feeds a streamed body to its connection until it ends; on an error the writer is
+/// dropped unfinished, which cuts the connection.
+fn pump(mut chunks: Box<dyn Chunks>, mut writer: BodyWriter) -> io::Result<()> {
+    loop {
+        let mut piece = Vec::with_capacity(STREAM_CHUNK + 4096);
+        let more = chunks.next_chunk(&mut piece)?;
+        writer.send(piece)?;
+        if !more {
+            return writer.finish();
+        }
     }
 }
 

@@ -263,8 +263,9 @@ impl Store {
     }
 
     /// Closes the driver's connections.
-    pub fn shutdown(self) {
-        self.client.shutdown().immediate(true).run();
+    pub fn shutdown(&self) {
+        // The client is a handle on shared state: closing a clone closes it.
+        self.client.clone().shutdown().immediate(true).run();
     }
 }
 
@@ -335,4 +336,27 @@ fn client_options(config: &Config) -> Result<ClientOptions, ConfigError> {
         );
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_is_a_label_the_metrics_export_from_the_start() {
+        let error = || mongodb::error::Error::custom("test");
+        for e in [
+            StoreError::Unavailable(error()),
+            StoreError::Duplicate,
+            StoreError::Rejected("x".into()),
+            StoreError::Internal(error()),
+            StoreError::Panicked,
+        ] {
+            assert!(
+                crate::metrics::MONGO_ERROR_KINDS.contains(&e.kind()),
+                "{}",
+                e.kind()
+            );
+        }
+    }
 }

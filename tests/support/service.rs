@@ -2,13 +2,13 @@
 //! real binary in its own process for signals, exit codes, logs and memory.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mongo_api::app::{self, AppError};
+use mongo_api::app::{self, AppError, Listeners};
 use mongo_api::config::Config;
 use mongo_api::shutdown::Shutdown;
 use nix::sys::signal::{kill, Signal};
@@ -43,6 +43,7 @@ pub fn login_args(mongo: &Mongo, db: &str, user: &str, password: &str) -> Vec<St
 /// The service running in this process on 127.0.0.1:0.
 pub struct App {
     pub addr: SocketAddr,
+    pub management: SocketAddr,
     shutdown: Shutdown,
     thread: Option<JoinHandle<Result<(), AppError>>>,
 }
@@ -63,15 +64,17 @@ impl App {
         ];
         all.extend(args);
         let config = Config::from_args(all).expect("valid test configuration");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("address");
+        let listeners = Listeners::local().expect("bind");
+        let addr = listeners.api.local_addr().expect("address");
+        let management = listeners.management.local_addr().expect("address");
         let shutdown = Shutdown::new();
         let thread = {
             let shutdown = shutdown.clone();
-            std::thread::spawn(move || app::run(listener, config, shutdown))
+            std::thread::spawn(move || app::run(listeners, config, shutdown))
         };
         App {
             addr,
+            management,
             shutdown,
             thread: Some(thread),
         }
@@ -108,6 +111,7 @@ impl Drop for App {
 pub struct Process {
     child: Child,
     pub addr: SocketAddr,
+    pub management: SocketAddr,
     output: Arc<Mutex<String>>,
 }
 
@@ -138,7 +142,8 @@ impl Process {
         command
             .env_clear()
             .env("BIND_ADDR", "127.0.0.1")
-            .env("PORT", "0");
+            .env("PORT", "0")
+            .env("MANAGEMENT_PORT", "0");
         for (name, value) in env {
             command.env(name, value);
         }
@@ -165,20 +170,28 @@ impl Process {
             }
         };
         let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        let addr = value["address"]
-            .as_str()
-            .expect("address")
-            .parse()
-            .expect("socket address");
+        let address = |field: &str| -> SocketAddr {
+            value[field]
+                .as_str()
+                .expect("address")
+                .parse()
+                .expect("socket address")
+        };
         Process {
             child,
-            addr,
+            addr: address("address"),
+            management: address("management_address"),
             output,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the management listener (probes and metrics).
+    pub fn management_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.management, path)
     }
 
     pub fn pid(&self) -> i32 {

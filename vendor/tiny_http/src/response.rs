@@ -1,5 +1,5 @@
 use crate::common::{HTTPVersion, Header, StatusCode};
-use crate::util::write_chunked;
+use crate::framing::write_chunked;
 use httpdate::HttpDate;
 use std::io::{self, Cursor, Read, Write};
 use std::time::SystemTime;
@@ -157,9 +157,6 @@ where
         if !self.headers.iter().any(|h| h.field.equiv("Date")) {
             let date = HttpDate::from(SystemTime::now()).to_string();
             self.headers.insert(0, header("Date", &date));
-        }
-        if !self.headers.iter().any(|h| h.field.equiv("Server")) {
-            self.headers.insert(0, header("Server", "tiny-http (Rust)"));
         }
         if !keep_alive {
             self.headers.push(header("Connection", "close"));

@@ -1,57 +1,84 @@
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-enum Control<T> {
-    Elem(T),
-    Unblock,
-}
-
-pub(crate) struct MessagesQueue<T>
-where
-    T: Send,
-{
-    queue: Mutex<VecDeque<Control<T>>>,
+/// The requests waiting for a worker. Closing it lets every waiting worker go once what
+/// is queued has been taken.
+pub(crate) struct MessagesQueue<T> {
+    state: Mutex<State<T>>,
     condvar: Condvar,
 }
 
-impl<T> MessagesQueue<T>
-where
-    T: Send,
-{
-    pub(crate) fn with_capacity(capacity: usize) -> Arc<MessagesQueue<T>> {
-        Arc::new(MessagesQueue {
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+struct State<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+impl<T> MessagesQueue<T> {
+    pub(crate) fn new() -> MessagesQueue<T> {
+        MessagesQueue {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                closed: false,
+            }),
             condvar: Condvar::new(),
-        })
-    }
-
-    /// Pushes an element to the queue.
-    pub(crate) fn push(&self, value: T) {
-        let mut queue = self.queue.lock().unwrap();
-        queue.push_back(Control::Elem(value));
-        self.condvar.notify_one();
-    }
-
-    /// Unblock one thread stuck in pop loop.
-    pub(crate) fn unblock(&self) {
-        let mut queue = self.queue.lock().unwrap();
-        queue.push_back(Control::Unblock);
-        self.condvar.notify_one();
-    }
-
-    /// Pops an element. Blocks until one is available.
-    /// Returns None in case unblock() was issued.
-    pub(crate) fn pop(&self) -> Option<T> {
-        let mut queue = self.queue.lock().unwrap();
-
-        loop {
-            match queue.pop_front() {
-                Some(Control::Elem(value)) => return Some(value),
-                Some(Control::Unblock) => return None,
-                None => (),
-            }
-
-            queue = self.condvar.wait(queue).unwrap();
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push(&self, value: T) {
+        self.lock().items.push_back(value);
+        self.condvar.notify_one();
+    }
+
+    /// No more items will come.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.condvar.notify_all();
+    }
+
+    /// The next item, waiting for one; `None` once the queue is closed and empty.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let mut state = self.lock();
+        loop {
+            if let Some(item) = state.items.pop_front() {
+                return Some(item);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .condvar
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn closing_lets_waiters_go_after_what_is_queued() {
+        let queue = Arc::new(MessagesQueue::new());
+        let waiter = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(item) = queue.pop() {
+                    got.push(item);
+                }
+                got
+            })
+        };
+        queue.push(1);
+        queue.push(2);
+        queue.close();
+        assert_eq!(waiter.join().unwrap(), vec![1, 2]);
+        assert_eq!(queue.pop(), None);
     }
 }

@@ -1,0 +1,157 @@
+//! A shared allowance (bytes of memory, or slots of any kind) handed out in grants that
+//! return it when dropped. The server takes request bodies from one before reading them,
+//! and the application can take what else requests hold from the same one, so a single
+//! number bounds them all.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A cloneable handle on one allowance.
+#[derive(Clone)]
+pub struct Budget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    total: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// Part of a budget, returned when dropped.
+pub struct Grant {
+    inner: Arc<Inner>,
+    amount: u64,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `amount` more, waiting until `deadline` for it to be free.
+    fn take(&self, amount: u64, deadline: Instant) -> bool {
+        if amount > self.total {
+            return false;
+        }
+        let mut used = self.lock();
+        while *used + amount > self.total {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *used += amount;
+        true
+    }
+
+    fn give_back(&self, amount: u64) {
+        if amount > 0 {
+            *self.lock() -= amount;
+            self.freed.notify_all();
+        }
+    }
+}
+
+impl Budget {
+    pub fn new(total: u64) -> Budget {
+        Budget {
+            inner: Arc::new(Inner {
+                total,
+                used: Mutex::new(0),
+                freed: Condvar::new(),
+            }),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.inner.total
+    }
+
+    /// How much is granted now.
+    pub fn in_use(&self) -> u64 {
+        *self.inner.lock()
+    }
+
+    /// A grant of `amount`, waiting up to `wait` for it to be free; `None` if it cannot be
+    /// had in that time (never, if `amount` exceeds the whole budget).
+    pub fn acquire(&self, amount: u64, wait: Duration) -> Option<Grant> {
+        self.inner
+            .take(amount, Instant::now() + wait)
+            .then(|| Grant {
+                inner: self.inner.clone(),
+                amount,
+            })
+    }
+}
+
+impl Grant {
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// Grows the grant by `more`, waiting up to `wait`; `false` (and unchanged) if the
+    /// budget has no room in that time.
+    pub fn grow(&mut self, more: u64, wait: Duration) -> bool {
+        let grown = self.inner.take(more, Instant::now() + wait);
+        if grown {
+            self.amount += more;
+        }
+        grown
+    }
+
+    /// Returns what the grant holds beyond `amount`.
+    pub fn shrink_to(&mut self, amount: u64) {
+        if amount < self.amount {
+            self.inner.give_back(self.amount - amount);
+            self.amount = amount;
+        }
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        self.inner.give_back(self.amount);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_bounded_by_the_total_and_return_it_when_dropped() {
+        let budget = Budget::new(10);
+        let mut a = budget.acquire(6, Duration::ZERO).unwrap();
+        assert!(budget.acquire(5, Duration::from_millis(10)).is_none());
+        assert!(
+            budget.acquire(11, Duration::from_secs(60)).is_none(),
+            "never fits"
+        );
+        assert!(!a.grow(5, Duration::ZERO));
+        assert!(a.grow(4, Duration::ZERO));
+        assert_eq!((a.amount(), budget.in_use()), (10, 10));
+        a.shrink_to(3);
+        assert_eq!(budget.in_use(), 3);
+        drop(a);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_waiter_gets_what_another_grant_returns() {
+        let budget = Budget::new(4);
+        let held = budget.acquire(4, Duration::ZERO).unwrap();
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.acquire(3, Duration::from_secs(10)).is_some())
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
+        assert!(waiter.join().unwrap());
+    }
+}

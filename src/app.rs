@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiny_http::Server;
+use tiny_http::{Budget, Server};
 
 use crate::config::{Config, ConfigError, MongoTarget};
 use crate::http::{Handler, Limits};
@@ -70,17 +70,26 @@ impl Listeners {
 /// Serves HTTP until `shutdown` triggers, then drains and returns.
 pub fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::connect(&config, metrics.clone())?);
+    // One budget for what requests hold: bodies (taken by the server before reading
+    // them), documents being converted and written, listing batches and pages.
+    let memory = Budget::new(config.request_memory());
+    let store = Arc::new(Store::connect(
+        &config,
+        metrics.clone(),
+        memory.clone(),
+        config.queue_timeout(),
+    )?);
     let limits = Limits {
         max_body_bytes: config.max_body_bytes,
         queue_timeout: config.queue_timeout(),
         page_limit_max: config.page_limit_max,
         listings: crate::http::listing_slots(config.workers),
+        memory: memory.clone(),
     };
     let handler = Arc::new(Handler::new(store.clone(), metrics, limits));
     let api = {
         let handler = handler.clone();
-        Server::from_listener(listeners.api, config.server_options(), move |rq| {
+        Server::from_listener(listeners.api, config.server_options(&memory), move |rq| {
             handler.route(rq)
         })?
     };

@@ -117,6 +117,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub max_body_bytes: u64,
 
+    /// Memory, in MiB, for everything requests hold: bodies being received, documents being
+    /// converted and written, listing batches and pages. A request that cannot get its
+    /// share within QUEUE_TIMEOUT_MS is answered 503 with Retry-After. Size the container's
+    /// memory limit from it (README, "Memory")
+    #[arg(long, env = "REQUEST_MEMORY_MIB", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub request_memory_mib: u64,
+
     /// Connections served at once; more are answered 503 and closed
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -280,6 +288,11 @@ impl Config {
         Duration::from_millis(self.queue_timeout_ms)
     }
 
+    /// The memory budget for requests, in bytes.
+    pub fn request_memory(&self) -> u64 {
+        self.request_memory_mib * 1024 * 1024
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -290,17 +303,21 @@ impl Config {
         tiny_http::ServerOptions {
             max_connections: MANAGEMENT_CONNECTIONS,
             max_body_bytes: 0,
-            ..self.server_options()
+            memory: None,
+            ..self.server_options(&tiny_http::Budget::new(0))
         }
     }
 
-    pub fn server_options(&self) -> tiny_http::ServerOptions {
+    /// The API listener's limits; request bodies are taken from `memory`.
+    pub fn server_options(&self, memory: &tiny_http::Budget) -> tiny_http::ServerOptions {
         tiny_http::ServerOptions {
             keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             response_timeout: Duration::from_secs(self.response_timeout_secs),
             max_body_bytes: self.max_body_bytes as usize,
             max_connections: self.max_connections as usize,
+            memory: Some(memory.clone()),
+            memory_wait: self.queue_timeout(),
             accept_failure_limit: Duration::from_secs(self.accept_failure_limit_secs),
             ..tiny_http::ServerOptions::default()
         }

@@ -8,8 +8,24 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 
-/// Cursors longer than this are refused before decoding.
-const MAX_CURSOR_LEN: usize = 2048;
+/// The longest `_id` (its BSON value) the service stores: its cursor then takes at most
+/// about 1.4 KiB of a `Link` header and of the next request line, far inside the 16 KiB
+/// the server reads of a request head. MongoDB itself stored no longer `_id` before 4.2
+/// (index keys were limited to 1,024 bytes), so no client of older servers relied on one.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// Cursors longer than this are refused before decoding. Larger than any cursor of an
+/// `_id` this service stores, so that documents other clients wrote with longer `_id`s
+/// can be paged past too, as long as the request fits in a request head.
+const MAX_CURSOR_LEN: usize = 12 * 1024;
+
+/// Whether an `_id` is longer than the service stores (see [`MAX_ID_BYTES`]).
+pub fn id_too_long(id: RawBsonRef<'_>) -> bool {
+    let mut document = RawDocumentBuf::new();
+    document.append_ref("", id);
+    // The one-element document: length (4), type (1), empty name (1), value, end (1).
+    document.as_bytes().len() - 7 > MAX_ID_BYTES
+}
 
 pub fn encode(last_id: RawBsonRef<'_>) -> String {
     let mut document = RawDocumentBuf::new();
@@ -135,6 +151,22 @@ mod tests {
             decode(&URL_SAFE_NO_PAD.encode(b"\x05\x00\x00\x00\x00")),
             None
         );
-        assert_eq!(decode(&"A".repeat(5000)), None);
+        assert_eq!(decode(&"A".repeat(13_000)), None);
+    }
+
+    #[test]
+    fn every_id_the_service_stores_has_a_cursor_it_accepts() {
+        // The longest string `_id` stored: 1,024 bytes of BSON value (length, text, NUL).
+        let longest = "x".repeat(MAX_ID_BYTES - 5);
+        assert!(!id_too_long(RawBsonRef::String(&longest)));
+        assert!(id_too_long(RawBsonRef::String(&format!("{longest}x"))));
+        let cursor = encode(RawBsonRef::String(&longest));
+        assert_eq!(decode(&cursor), Some(Bson::String(longest)));
+        // Longer ones other clients wrote still page, up to what a request head holds.
+        let foreign = "y".repeat(8_000);
+        assert_eq!(
+            decode(&encode(RawBsonRef::String(&foreign))),
+            Some(Bson::String(foreign))
+        );
     }
 }

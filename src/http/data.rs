@@ -1,36 +1,65 @@
 //! `GET /data` and `POST /data`.
 
 use std::io;
-use std::sync::Arc;
+use std::time::Duration;
 
-use mongodb::bson::Bson;
-use tiny_http::{Grant, Request};
+use mongodb::bson::{Bson, RawDocumentBuf};
+use tiny_http::{Budget, Grant, Request};
 
-use super::reply::{Chunks, STREAM_CHUNK};
+use super::reply::{Chunks, Piece, STREAM_CHUNK};
 use super::{ApiError, Body, Handler, Reply};
-use crate::json;
-use crate::metrics::Metrics;
+use crate::json::{self, EncodeError, JsonOut};
 use crate::paging;
-use crate::store::{DocumentStream, ListQuery, StoreError};
+use crate::store::{DocumentStream, ListQuery, INSERT_COPIES};
 
 /// A page stops growing once its JSON passes this size, even short of `limit`.
 const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// What a page reserves up front; it grows (with the budget's consent) as it fills.
+const PAGE_RESERVE: u64 = 64 * 1024;
+/// What each piece of a streamed listing reserves up front (it grows the same way).
+const PIECE_RESERVE: u64 = STREAM_CHUNK as u64 + 4096;
 
 const INSERTED: &[u8] = br#"{"status":"Data inserted"}"#;
 
 impl Handler {
     /// `POST /data`: stores one JSON object as a document.
-    pub(super) fn insert_document(&self, rq: &Request) -> Result<Reply, ApiError> {
+    ///
+    /// Memory: the body arrives with its share of the budget; the conversion grows that
+    /// share as its BSON grows, and the write keeps what the driver's copies take
+    /// (`INSERT_COPIES`) until MongoDB has answered.
+    pub(super) fn insert_document(&self, rq: &mut Request) -> Result<Reply, ApiError> {
         if rq.body_exceeds_limit() {
             return Err(ApiError::PayloadTooLarge {
                 limit: self.limits.max_body_bytes,
             });
         }
         check_content_type(rq)?;
-        let document =
-            json::parse_document(rq.body()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let wait = self.limits.queue_timeout;
+        let (body, grant) = rq.take_body();
+        let mut memory = match grant {
+            Some(grant) => grant,
+            None => self
+                .limits
+                .memory
+                .acquire(0, wait)
+                .ok_or(ApiError::Overloaded)?,
+        };
+        let received = body.len() as u64;
+        let document = json::parse_document(&body, &mut |held| {
+            memory.resize(received + held as u64, wait)
+        })
+        .map_err(|e| match e {
+            json::BodyError::NoMemory => ApiError::Overloaded,
+            e => ApiError::BadRequest(e.to_string()),
+        })?;
+        drop(body);
+        check_id(&document)?;
+        let copies = INSERT_COPIES * (document.as_bytes().len() + json::ID_ROOM) as u64;
+        if !memory.resize(copies, wait) {
+            return Err(ApiError::Overloaded);
+        }
         self.store
-            .insert(document)
+            .insert(document, memory)
             .map_err(|e| self.store_error(e))?;
         Ok(Reply::json(201, INSERTED))
     }
@@ -54,7 +83,12 @@ impl Handler {
                         with_id: false,
                     })
                     .map_err(|e| self.store_error(e))?;
-                let stream = JsonArrayStream::new(documents, self.metrics.clone(), slot);
+                let stream = JsonArrayStream::new(
+                    documents,
+                    self.limits.memory.clone(),
+                    self.limits.queue_timeout,
+                    slot,
+                );
                 Ok(Reply::new(
                     200,
                     super::reply::JSON,
@@ -65,9 +99,15 @@ impl Handler {
         }
     }
 
-    /// One page, built in memory (bounded by `limit` and `PAGE_MAX_BYTES`) so that the
-    /// `Link` header to the next page can be sent before the body.
+    /// One page, built in memory (bounded by `limit` and `PAGE_MAX_BYTES`, and reserved
+    /// from the budget) so that the `Link` header to the next page can be sent before the
+    /// body.
     fn page(&self, after: Option<Bson>, limit: u32) -> Result<Reply, ApiError> {
+        let mut memory = self
+            .limits
+            .memory
+            .acquire(PAGE_RESERVE, self.limits.queue_timeout)
+            .ok_or(ApiError::Overloaded)?;
         // One more than asked for tells whether another page follows.
         let mut documents = self
             .store
@@ -77,31 +117,37 @@ impl Handler {
                 with_id: true,
             })
             .map_err(|e| self.store_error(e))?;
-        let mut body = vec![b'['];
+        let wait = self.limits.queue_timeout;
+        let mut body = Vec::with_capacity(PAGE_RESERVE as usize);
         let mut last_id = None;
         let mut more = false;
-        let mut count = 0;
-        while let Some(document) = documents.next_document().map_err(|e| self.store_error(e))? {
-            if count == limit || body.len() >= PAGE_MAX_BYTES {
-                more = true;
-                break;
+        {
+            // A stored document may be large (up to 16 MiB): the page grows only with the
+            // budget's consent.
+            let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
+            let mut out = JsonOut::new(&mut body, &mut room);
+            let mut count = 0;
+            out.push(b'[').map_err(encode_error)?;
+            while let Some(document) = documents.next_document().map_err(|e| self.store_error(e))? {
+                if count == limit || out.len() >= PAGE_MAX_BYTES {
+                    more = true;
+                    break;
+                }
+                if count > 0 {
+                    out.push(b',').map_err(encode_error)?;
+                }
+                json::write_document(document, &mut out, true).map_err(encode_error)?;
+                let id = document.get("_id").ok().flatten().ok_or_else(|| {
+                    tracing::error!("a listed document has no _id");
+                    ApiError::Internal
+                })?;
+                last_id = Some(id.to_raw_bson());
+                count += 1;
             }
-            if count > 0 {
-                body.push(b',');
-            }
-            json::write_document(document, &mut body, true).map_err(|e| {
-                tracing::error!(error = %e, "cannot encode a stored document");
-                ApiError::Internal
-            })?;
-            let id = document.get("_id").ok().flatten().ok_or_else(|| {
-                tracing::error!("a listed document has no _id");
-                ApiError::Internal
-            })?;
-            last_id = Some(id.to_raw_bson());
-            count += 1;
+            out.push(b']').map_err(encode_error)?;
         }
-        body.push(b']');
-        let reply = Reply::json(200, body);
+        drop(documents);
+        let reply = Reply::json(200, body).holding(memory);
         Ok(match (more, last_id) {
             (true, Some(last)) => {
                 let cursor = paging::encode(last.as_raw_bson_ref());
@@ -112,6 +158,28 @@ impl Handler {
             }
             _ => reply,
         })
+    }
+}
+
+fn encode_error(error: EncodeError) -> ApiError {
+    match error {
+        EncodeError::NoMemory => ApiError::Overloaded,
+        EncodeError::Corrupt(e) => {
+            tracing::error!(error = %e, "cannot encode a stored document");
+            ApiError::Internal
+        }
+    }
+}
+
+/// Refuses an `_id` too long to page past: a cursor names the last `_id` of a page, and
+/// must fit in a request line (`paging::MAX_ID_BYTES` says why 1 KiB).
+fn check_id(document: &RawDocumentBuf) -> Result<(), ApiError> {
+    match document.get("_id") {
+        Ok(Some(id)) if paging::id_too_long(id) => Err(ApiError::BadRequest(format!(
+            "_id is longer than {} bytes (as BSON); such a document could not be paged past",
+            paging::MAX_ID_BYTES
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -149,59 +217,73 @@ enum StreamState {
 }
 
 /// The whole listing as a JSON array, encoded batch by batch while it is sent: memory
-/// stays at one driver batch plus a few pieces, whatever the size of the collection.
+/// stays at one driver batch plus a few pieces, whatever the size of the collection,
+/// and every piece is reserved from the budget before it grows.
 struct JsonArrayStream {
     documents: DocumentStream,
-    metrics: Arc<Metrics>,
+    memory: Budget,
+    wait: Duration,
     state: StreamState,
     /// One of the listing slots, held until the listing ends.
     _slot: Grant,
 }
 
 impl JsonArrayStream {
-    fn new(documents: DocumentStream, metrics: Arc<Metrics>, slot: Grant) -> Self {
+    fn new(documents: DocumentStream, memory: Budget, wait: Duration, slot: Grant) -> Self {
         JsonArrayStream {
             documents,
-            metrics,
+            memory,
+            wait,
             state: StreamState::Start,
             _slot: slot,
         }
     }
 
-    /// The listing cannot be finished: the error makes the server cut the connection
-    /// instead of ending the chunked body, so the client sees a truncated response.
-    fn failed(&mut self, error: StoreError) -> io::Error {
-        self.metrics.mongo_error(error.kind());
-        self.state = StreamState::Done;
-        io::Error::other(error.to_string())
-    }
-}
-
-impl Chunks for JsonArrayStream {
-    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+    fn fill(&mut self, out: &mut JsonOut<'_, '_>) -> io::Result<()> {
         if let StreamState::Start = self.state {
-            out.push(b'[');
+            out.push(b'[').map_err(io::Error::other)?;
             self.state = StreamState::Documents { first: true };
         }
         while let StreamState::Documents { first } = self.state {
             if out.len() >= STREAM_CHUNK {
                 break;
             }
-            match self.documents.next_document() {
-                Ok(None) => {
-                    out.push(b']');
+            // The listing cannot be finished on an error: the server cuts the connection
+            // instead of ending the chunked body, so the client sees a truncated response.
+            match self.documents.next_document().map_err(io::Error::other)? {
+                None => {
+                    out.push(b']').map_err(io::Error::other)?;
                     self.state = StreamState::Done;
                 }
-                Ok(Some(document)) => {
+                Some(document) => {
                     if !first {
-                        out.push(b',');
+                        out.push(b',').map_err(io::Error::other)?;
                     }
                     self.state = StreamState::Documents { first: false };
                     json::write_document(document, out, false).map_err(io::Error::other)?;
                 }
-                Err(e) => return Err(self.failed(e)),
             }
         }
-        Ok(!matches!(self.state, StreamState::Done))
+        Ok(())
+    }
+}
+
+impl Chunks for JsonArrayStream {
+    fn next_chunk(&mut self) -> io::Result<Piece> {
+        let wait = self.wait;
+        let mut memory = self
+            .memory
+            .acquire(PIECE_RESERVE, wait)
+            .ok_or_else(|| io::Error::other(EncodeError::NoMemory))?;
+        let mut bytes = Vec::with_capacity(PIECE_RESERVE as usize);
+        {
+            let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
+            self.fill(&mut JsonOut::new(&mut bytes, &mut room))?;
+        }
+        Ok(Piece {
+            bytes,
+            memory,
+            last: matches!(self.state, StreamState::Done),
+        })
     }
 }

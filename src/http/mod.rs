@@ -27,6 +27,8 @@ pub struct Limits {
     pub page_limit_max: u32,
     /// Whole-collection listings streaming at once (see [`listing_slots`]).
     pub listings: Budget,
+    /// The memory budget requests take what they hold from.
+    pub memory: Budget,
 }
 
 /// Listings stream for as long as their clients read, so they may hold at most half the
@@ -194,13 +196,14 @@ impl Handler {
     }
 
     /// Answers one request; never panics on any input.
-    fn answer(&self, rq: Request, port: Port) {
+    fn answer(&self, mut rq: Request, port: Port) {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let id = request_id(&rq);
         let method = method_label(rq.method());
         let (path, query) = split_target(rq.url());
-        let route = match Route::of(path) {
+        let (path, query) = (path.to_owned(), query.to_owned());
+        let route = match Route::of(&path) {
             route if port == Port::Management && !route.is_management() => Route::Unknown,
             route => route,
         };
@@ -209,11 +212,10 @@ impl Handler {
         let result = if route.needs_worker(rq.method()) && waited > self.limits.queue_timeout {
             Err(ApiError::Overloaded)
         } else {
-            self.dispatch(route, &rq, query)
+            self.dispatch(route, &mut rq, &query)
         };
         let reply = result.unwrap_or_else(ApiError::into_reply);
         let status = reply.status;
-        let path = path.to_owned();
 
         let outcome = reply.send(rq, &id);
         let elapsed = started.elapsed();
@@ -244,7 +246,7 @@ impl Handler {
         }
     }
 
-    fn dispatch(&self, route: Route, rq: &Request, query: &str) -> Result<Reply, ApiError> {
+    fn dispatch(&self, route: Route, rq: &mut Request, query: &str) -> Result<Reply, ApiError> {
         if route == Route::Unknown {
             return Err(ApiError::NotFound);
         }
@@ -274,20 +276,20 @@ impl Handler {
         }
     }
 
-    /// Counts and logs a MongoDB failure and says what the client gets.
+    /// Logs a MongoDB failure (the store has counted it) and says what the client gets.
     fn store_error(&self, error: StoreError) -> ApiError {
-        self.metrics.mongo_error(error.kind());
         match error {
             StoreError::Duplicate => ApiError::Conflict,
             StoreError::Rejected(reason) => {
                 ApiError::BadRequest(format!("MongoDB refused the document: {reason}"))
             }
             StoreError::Unavailable(e) => {
-                tracing::warn!(error = %e.kind, "MongoDB unavailable");
+                tracing::warn!(error = %e, "MongoDB unavailable");
                 ApiError::Unavailable
             }
+            StoreError::Busy => ApiError::Overloaded,
             StoreError::Internal(e) => {
-                tracing::error!(error = %e.kind, "MongoDB operation failed");
+                tracing::error!(error = %e, "MongoDB operation failed");
                 ApiError::Internal
             }
             StoreError::Panicked => ApiError::Internal,

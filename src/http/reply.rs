@@ -1,15 +1,22 @@
 //! What a handler answers with, and how it reaches the client.
 
-use std::io::{self, Cursor};
+use std::io::{self, Cursor, Read};
 
-use tiny_http::{BodyWriter, Header, Request, Response, StatusCode};
+use tiny_http::{BodyWriter, Grant, Header, Request, Response, StatusCode};
 
 pub const JSON: &str = "application/json";
 
+/// One piece of a streamed body, with the memory it holds until it has been sent.
+pub struct Piece {
+    pub bytes: Vec<u8>,
+    pub memory: Grant,
+    /// Nothing follows.
+    pub last: bool,
+}
+
 /// A body produced piece by piece by the worker while the connection sends it.
 pub trait Chunks {
-    /// Appends the next piece to `out`; `Ok(false)` once nothing follows it.
-    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool>;
+    fn next_chunk(&mut self) -> io::Result<Piece>;
 }
 
 pub enum Body {
@@ -24,6 +31,8 @@ pub struct Reply {
     content_type: String,
     body: Body,
     headers: Vec<(&'static str, String)>,
+    /// Memory the body holds until it has been sent.
+    memory: Option<Grant>,
 }
 
 /// About the size of each piece of a streamed body.
@@ -36,7 +45,14 @@ impl Reply {
             content_type: content_type.into(),
             body,
             headers: Vec::new(),
+            memory: None,
         }
+    }
+
+    /// Keeps `memory` reserved until the body has been sent.
+    pub fn holding(mut self, memory: Grant) -> Reply {
+        self.memory = Some(memory);
+        self
     }
 
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
@@ -64,12 +80,11 @@ impl Reply {
         match self.body {
             Body::Bytes(bytes) => {
                 let length = bytes.len();
-                rq.respond(Response::new(
-                    status,
-                    headers,
-                    Cursor::new(bytes),
-                    Some(length),
-                ));
+                let body = Holding {
+                    body: Cursor::new(bytes),
+                    _memory: self.memory,
+                };
+                rq.respond(Response::new(status, headers, body, Some(length)));
                 Ok(())
             }
             Body::Static(bytes) => {
@@ -89,12 +104,23 @@ impl Reply {
 /// dropped unfinished, which cuts the connection.
 fn pump(mut chunks: Box<dyn Chunks>, mut writer: BodyWriter) -> io::Result<()> {
     loop {
-        let mut piece = Vec::with_capacity(STREAM_CHUNK + 4096);
-        let more = chunks.next_chunk(&mut piece)?;
-        writer.send(piece)?;
-        if !more {
+        let piece = chunks.next_chunk()?;
+        writer.send(piece.bytes, Some(piece.memory))?;
+        if piece.last {
             return writer.finish();
         }
+    }
+}
+
+/// A body that keeps its memory reserved until the connection has sent it.
+struct Holding<R> {
+    body: R,
+    _memory: Option<Grant>,
+}
+
+impl<R: Read> Read for Holding<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.body.read(out)
     }
 }
 

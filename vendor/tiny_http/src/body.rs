@@ -13,9 +13,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 
 use crate::connection::ConnectionControl;
+use crate::Grant;
 
 enum Piece {
-    Data(Vec<u8>),
+    /// Bytes, and the memory they hold until they have been written.
+    Data(Vec<u8>, Option<Grant>),
     End,
 }
 
@@ -35,6 +37,7 @@ pub struct BodyWriter {
 pub struct BodyReader {
     pieces: Receiver<Piece>,
     current: Vec<u8>,
+    current_memory: Option<Grant>,
     position: usize,
     ended: bool,
 }
@@ -54,6 +57,7 @@ pub(crate) fn pipe(
         BodyReader {
             pieces: receiver,
             current: Vec::new(),
+            current_memory: None,
             position: 0,
             ended: false,
         },
@@ -61,17 +65,16 @@ pub(crate) fn pipe(
 }
 
 impl BodyWriter {
-    /// Hands one piece to the connection. Fails, and cuts the connection, if the client
-    /// has not made room for it within the stall timeout; fails at once if the connection
-    /// is gone (the client closed, or the response was a `HEAD`'s).
-    pub fn send(&mut self, piece: Vec<u8>) -> io::Result<()> {
+    /// Hands one piece to the connection, with the memory it holds (released once the
+    /// piece is written). Fails, and cuts the connection, if the client has not made room
+    /// for it within the stall timeout; fails at once if the connection is gone (the
+    /// client closed, or the response was a `HEAD`'s).
+    pub fn send(&mut self, piece: Vec<u8>, memory: Option<Grant>) -> io::Result<()> {
         if piece.is_empty() {
             return Ok(());
         }
-        match self
-            .pieces
-            .send_timeout(Piece::Data(piece), self.stall_timeout)
-        {
+        let piece = Piece::Data(piece, memory);
+        match self.pieces.send_timeout(piece, self.stall_timeout) {
             Ok(()) => Ok(()),
             Err(SendTimeoutError::Timeout(_)) => {
                 self.control.abort();
@@ -121,8 +124,9 @@ impl Read for BodyReader {
                 return Ok(0);
             }
             match self.pieces.recv() {
-                Ok(Piece::Data(data)) => {
+                Ok(Piece::Data(data, memory)) => {
                     self.current = data;
+                    self.current_memory = memory;
                     self.position = 0;
                 }
                 Ok(Piece::End) => self.ended = true,

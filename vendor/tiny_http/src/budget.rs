@@ -105,6 +105,17 @@ impl Grant {
         grown
     }
 
+    /// Makes the grant exactly `amount`, growing it (waiting up to `wait`) or shrinking it;
+    /// `false` (and unchanged) if it cannot grow in that time.
+    pub fn resize(&mut self, amount: u64, wait: Duration) -> bool {
+        if amount > self.amount {
+            self.grow(amount - self.amount, wait)
+        } else {
+            self.shrink_to(amount);
+            true
+        }
+    }
+
     /// Returns what the grant holds beyond `amount`.
     pub fn shrink_to(&mut self, amount: u64) {
         if amount < self.amount {
@@ -138,6 +149,9 @@ mod tests {
         assert_eq!((a.amount(), budget.in_use()), (10, 10));
         a.shrink_to(3);
         assert_eq!(budget.in_use(), 3);
+        assert!(a.resize(7, Duration::ZERO) && a.resize(2, Duration::ZERO));
+        assert!(!a.resize(11, Duration::ZERO));
+        assert_eq!((a.amount(), budget.in_use()), (2, 2));
         drop(a);
         assert_eq!(budget.in_use(), 0);
     }

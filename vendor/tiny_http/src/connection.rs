@@ -13,17 +13,23 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::framing::{self, BodyFraming, ChunkedDecoder, Head, Refusal};
-use crate::request::{Request, Responder};
+use crate::request::{Body, Request, Responder};
 use crate::response::{Response, ResponseBox};
 use crate::slots::{Activity, Slot};
 use crate::util::{DeadlineStream, Input};
-use crate::{Route, Shared};
+use crate::{Grant, Route, Shared};
 
 /// After refusing a request whose body was not read, how long to keep discarding what the
 /// client still sends, and how much of it at most.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 4 * 1024 * 1024;
 const WRITE_BUFFER: usize = 4096;
+/// A chunked body is reserved from the memory budget this much at a time.
+const CHUNKED_STEP: u64 = 64 * 1024;
+const NO_MEMORY: Refusal = Refusal {
+    status: 503,
+    message: "server busy: no memory for the request body now, try again",
+};
 
 /// What a connection and the request it is serving share.
 pub(crate) struct ConnectionControl {
@@ -152,12 +158,12 @@ impl Connection {
         let deadline = Instant::now() + self.options().request_timeout;
         self.input.stream_mut().set_deadline(deadline);
         let head = self.read_head()?;
-        let (body, body_exceeds_limit) = self.read_body(&head)?;
+        let body = self.read_body(&head)?;
         self.input.shrink();
         if !self.slot.set(Activity::Busy) {
             return Err(ReadError::Closed);
         }
-        if head.close || body_exceeds_limit {
+        if head.close || body.exceeds_limit {
             self.control.close_after_response();
         }
         let responder = Responder::new(
@@ -165,13 +171,7 @@ impl Connection {
             self.control.clone(),
             self.options().stream_stall_timeout,
         );
-        Ok(Request::new(
-            head,
-            body,
-            body_exceeds_limit,
-            self.remote_addr,
-            responder,
-        ))
+        Ok(Request::new(head, body, self.remote_addr, responder))
     }
 
     /// Waits up to the keep-alive timeout for the first byte of the next request. Closing
@@ -221,48 +221,91 @@ impl Connection {
 
     /// Reads the whole body, unless it is larger than the limit: then nothing more is
     /// read, the request is marked, and the connection will close after its response.
-    fn read_body(&mut self, head: &Head) -> Result<(Vec<u8>, bool), ReadError> {
+    /// Every byte read is first reserved from the memory budget, if there is one; a body
+    /// that cannot get its share in time is refused with `503` without being read.
+    fn read_body(&mut self, head: &Head) -> Result<Body, ReadError> {
         let max = self.options().max_body_bytes as u64;
         match head.body {
-            BodyFraming::Empty | BodyFraming::Length(0) => Ok((Vec::new(), false)),
+            BodyFraming::Empty | BodyFraming::Length(0) => Ok(Body::default()),
             BodyFraming::Length(n) if n > max => Ok(self.give_up_on_body()),
             BodyFraming::Length(n) => {
+                let memory = self.reserve(n)?;
                 self.send_continue(head)?;
                 // Grown as bytes arrive: a declared length alone allocates nothing large.
-                let mut body = Vec::with_capacity(n.min(64 * 1024) as usize);
+                let mut bytes = Vec::with_capacity(n.min(64 * 1024) as usize);
                 (&mut self.input)
                     .take(n)
-                    .read_to_end(&mut body)
+                    .read_to_end(&mut bytes)
                     .map_err(io_failure)?;
-                if (body.len() as u64) < n {
+                if (bytes.len() as u64) < n {
                     return Err(ReadError::Closed);
                 }
-                Ok((body, false))
+                Ok(Body {
+                    bytes,
+                    memory,
+                    exceeds_limit: false,
+                })
             }
             BodyFraming::Chunked => {
+                let mut memory = self.reserve(0)?;
                 self.send_continue(head)?;
-                let mut body = Vec::new();
-                ChunkedDecoder::new(&mut self.input)
-                    .take(max + 1)
-                    .read_to_end(&mut body)
-                    .map_err(|e| match e.kind() {
-                        ErrorKind::InvalidData => ReadError::Refused(Refusal {
-                            status: 400,
-                            message: "malformed chunked request body",
-                        }),
-                        _ => io_failure(e),
-                    })?;
-                if body.len() as u64 > max {
+                let mut bytes = Vec::new();
+                let mut decoder = ChunkedDecoder::new(&mut self.input);
+                while !decoder.is_done() {
+                    if bytes.len() as u64 > max {
+                        return Ok(self.give_up_on_body());
+                    }
+                    // The next step is reserved before it is read.
+                    let step = CHUNKED_STEP.min(max + 1 - bytes.len() as u64);
+                    if let Some(grant) = memory.as_mut() {
+                        if !grant.resize(bytes.len() as u64 + step, self.shared.options.memory_wait)
+                        {
+                            return Err(ReadError::Refused(NO_MEMORY));
+                        }
+                    }
+                    (&mut decoder)
+                        .take(step)
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| match e.kind() {
+                            ErrorKind::InvalidData => ReadError::Refused(Refusal {
+                                status: 400,
+                                message: "malformed chunked request body",
+                            }),
+                            _ => io_failure(e),
+                        })?;
+                }
+                if bytes.len() as u64 > max {
                     return Ok(self.give_up_on_body());
                 }
-                Ok((body, false))
+                if let Some(grant) = memory.as_mut() {
+                    grant.shrink_to(bytes.len() as u64);
+                }
+                Ok(Body {
+                    bytes,
+                    memory,
+                    exceeds_limit: false,
+                })
             }
         }
     }
 
-    fn give_up_on_body(&mut self) -> (Vec<u8>, bool) {
+    /// Reserves `amount` bytes of the memory budget for a body, if there is a budget.
+    fn reserve(&self, amount: u64) -> Result<Option<Grant>, ReadError> {
+        match &self.shared.options.memory {
+            None => Ok(None),
+            Some(budget) => budget
+                .acquire(amount, self.shared.options.memory_wait)
+                .map(Some)
+                .ok_or(ReadError::Refused(NO_MEMORY)),
+        }
+    }
+
+    fn give_up_on_body(&mut self) -> Body {
         self.unread_input = true;
-        (Vec::new(), true)
+        Body {
+            exceeds_limit: true,
+            ..Body::default()
+        }
     }
 
     fn send_continue(&mut self, head: &Head) -> Result<(), ReadError> {

@@ -41,7 +41,7 @@ mod slots;
 mod util;
 
 /// Limits every connection is held to. All of them are deliberately finite.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// How long a connection may stay open without the first byte of a request arriving.
     pub keep_alive_timeout: Duration,
@@ -62,6 +62,12 @@ pub struct ServerOptions {
     /// has waited longest for a complete request; if every connection is being answered,
     /// it gets `503`.
     pub max_connections: usize,
+    /// If set, every request body is reserved from this budget before it is read (and
+    /// held until the request is answered, or taken with [`Request::take_body`]); a body
+    /// that cannot get its share within `memory_wait` is refused with `503`.
+    pub memory: Option<Budget>,
+    /// How long a body may wait for its share of `memory`.
+    pub memory_wait: Duration,
     /// How long `accept()` may keep failing (for instance with no file descriptor left)
     /// before the server gives up and reports a failure (see [`Server::on_failure`]).
     pub accept_failure_limit: Duration,
@@ -77,6 +83,8 @@ impl Default for ServerOptions {
             max_head_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
             max_connections: 1024,
+            memory: None,
+            memory_wait: Duration::from_secs(1),
             accept_failure_limit: Duration::from_secs(30),
         }
     }

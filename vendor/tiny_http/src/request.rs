@@ -9,7 +9,7 @@ use crate::body::{self, BodyReader, BodyWriter};
 use crate::connection::ConnectionControl;
 use crate::framing::{BodyFraming, Head};
 use crate::response::{Response, ResponseBox};
-use crate::{HTTPVersion, Header, Method};
+use crate::{Grant, HTTPVersion, Header, Method};
 
 /// Where a request's response goes: back to its connection's thread, which writes it.
 pub(crate) struct Responder {
@@ -32,6 +32,16 @@ impl Responder {
     }
 }
 
+/// A request body as read, with the memory it holds.
+#[derive(Default)]
+pub(crate) struct Body {
+    pub(crate) bytes: Vec<u8>,
+    /// What the body holds of the server's memory budget (if there is one).
+    pub(crate) memory: Option<Grant>,
+    /// Larger than the limit, so not read.
+    pub(crate) exceeds_limit: bool,
+}
+
 /// A request whose head and body have been received in full.
 ///
 /// It must be answered with [`Request::respond`], which hands the response to the
@@ -39,8 +49,7 @@ impl Responder {
 /// `500`. The connection reads no further request until then.
 pub struct Request {
     head: Head,
-    body: Vec<u8>,
-    body_exceeds_limit: bool,
+    body: Body,
     remote_addr: Option<SocketAddr>,
     received_at: Instant,
     // `None` once answered.
@@ -50,15 +59,13 @@ pub struct Request {
 impl Request {
     pub(crate) fn new(
         head: Head,
-        body: Vec<u8>,
-        body_exceeds_limit: bool,
+        body: Body,
         remote_addr: Option<SocketAddr>,
         responder: Responder,
     ) -> Request {
         Request {
             head,
             body,
-            body_exceeds_limit,
             remote_addr,
             received_at: Instant::now(),
             responder: Some(responder),
@@ -103,7 +110,14 @@ impl Request {
     /// The whole body. Empty when [`Request::body_exceeds_limit`] is set.
     #[inline]
     pub fn body(&self) -> &[u8] {
-        &self.body
+        &self.body.bytes
+    }
+
+    /// Takes the body out of the request, with the part of the memory budget it holds
+    /// (`None` without a budget); the request keeps an empty body.
+    pub fn take_body(&mut self) -> (Vec<u8>, Option<Grant>) {
+        let body = std::mem::take(&mut self.body.bytes);
+        (body, self.body.memory.take())
     }
 
     /// True when the body was larger than `ServerOptions::max_body_bytes`: it was not read
@@ -111,7 +125,7 @@ impl Request {
     /// response, which should be a `413`.
     #[inline]
     pub fn body_exceeds_limit(&self) -> bool {
-        self.body_exceeds_limit
+        self.body.exceeds_limit
     }
 
     /// When the request had been received in full; the time since then is how long it

@@ -244,9 +244,15 @@ impl Response<Cursor<Vec<u8>>> {
             }
         }
         body.push_str("\"}");
-        Response::from_data(body.into_bytes())
+        let response = Response::from_data(body.into_bytes())
             .with_status_code(status)
-            .with_header(header("Content-Type", "application/json"))
+            .with_header(header("Content-Type", "application/json"));
+        // A refusal for lack of room now: come back in a second.
+        if status == 503 {
+            response.with_header(header("Retry-After", "1"))
+        } else {
+            response
+        }
     }
 }
 

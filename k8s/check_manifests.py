@@ -23,6 +23,8 @@ check that things which refer to each other agree, nor enum values. This does:
   ports          Service target ports exist on the selected pods; nodePorts in range
   shutdown       the API's termination grace period covers its preStop pause plus the
                  server's own drain (SHUTDOWN_GRACE_SECS)
+  memory         the API's memory limit covers REQUEST_MEMORY_MIB plus the process at rest,
+                 its connections (MAX_CONNECTIONS) and a margin (the README's formula)
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -64,6 +66,18 @@ def binary_management_paths(source: Path) -> set:
     return set(re.findall(r'"(/[a-z.]*)"', match.group(1)))
 
 
+def binary_defaults(source: Path) -> dict:
+    """Defaults of the variables the memory check needs, read from src/config.rs."""
+    text = (source / "src/config.rs").read_text()
+    defaults = {}
+    for variable in ("REQUEST_MEMORY_MIB", "MAX_CONNECTIONS"):
+        match = re.search(r'env\s*=\s*"' + variable + r'",\s*default_value_t\s*=\s*([\d_]+)', text)
+        if not match:
+            raise SystemExit(f"cannot find {variable}'s default in src/config.rs")
+        defaults[variable] = int(match.group(1).replace("_", ""))
+    return defaults
+
+
 def binary_default_ports(source: Path) -> dict:
     """The binary's default for each port variable, read from src/config.rs."""
     text = (source / "src/config.rs").read_text()
@@ -77,12 +91,13 @@ def binary_default_ports(source: Path) -> dict:
 
 
 class Checker:
-    def __init__(self, documents, image, routes, management_paths, default_ports):
+    def __init__(self, documents, image, routes, management_paths, default_ports, defaults=None):
         self.docs = [d for d in documents if d]
         self.image = image
         self.routes = routes
         self.management_paths = management_paths
         self.default_ports = default_ports
+        self.defaults = defaults or binary_defaults(Path(__file__).resolve().parent.parent)
         self.problems = []
 
     def problem(self, check, what):
@@ -137,6 +152,7 @@ class Checker:
         self.check_enums()
         self.check_ports()
         self.check_shutdown()
+        self.check_memory()
         return self.problems
 
     def check_selectors(self):
@@ -329,6 +345,38 @@ class Checker:
             grace = pod.get("terminationGracePeriodSeconds", 30)
             if grace < pause + drain:
                 self.problem("shutdown", f"{self.name(w)} terminationGracePeriodSeconds {grace} < preStop {pause} s + drain {drain} s")
+
+    def check_memory(self):
+        for w, c in self.api_containers():
+            env = {e.get("name"): e.get("value") for e in c.get("env") or []}
+            budget = int(env.get("REQUEST_MEMORY_MIB") or self.defaults["REQUEST_MEMORY_MIB"])
+            connections = int(env.get("MAX_CONNECTIONS") or self.defaults["MAX_CONNECTIONS"])
+            needed = budget + REST_MIB + -(-connections * CONNECTION_KIB // 1024) + MARGIN_MIB
+            limit = mebibytes(((c.get("resources") or {}).get("limits") or {}).get("memory"))
+            if limit is None or limit < needed:
+                self.problem(
+                    "memory",
+                    f"{self.name(w)} memory limit {limit} MiB < REQUEST_MEMORY_MIB {budget} + {REST_MIB} at rest "
+                    f"+ {connections} connections x {CONNECTION_KIB} KiB + {MARGIN_MIB} margin = {needed} MiB",
+                )
+
+
+# The service's memory beyond its request budget (README, "Memory"): the process at rest,
+# each open connection, and a margin; measured by tests/memory.rs.
+REST_MIB = 8
+CONNECTION_KIB = 64
+MARGIN_MIB = 8
+
+
+def mebibytes(quantity):
+    """A Kubernetes memory quantity in MiB (None if absent)."""
+    if quantity is None:
+        return None
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1000 / 1048576, "M": 1e6 / 1048576, "G": 1e9 / 1048576}
+    for suffix, factor in units.items():
+        if str(quantity).endswith(suffix):
+            return float(str(quantity)[: -len(suffix)]) * factor
+    return float(quantity) / 1048576
 
 
 def main():

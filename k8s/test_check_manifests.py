@@ -120,6 +120,16 @@ class BrokenCopies(unittest.TestCase):
     def test_container_port_not_what_the_binary_listens_on(self):
         self.broken(lambda d: api_container(d)["ports"][0].update({"containerPort": 8080}), "the binary listens on 5000")
 
+    def test_memory_limit_below_the_budget_and_connections(self):
+        self.broken(lambda d: api_container(d)["resources"]["limits"].update({"memory": "48Mi"}), "memory limit 48.0 MiB < REQUEST_MEMORY_MIB 32")
+
+    def test_request_memory_raised_without_the_limit(self):
+        def change(d):
+            for e in api_container(d)["env"]:
+                if e["name"] == "REQUEST_MEMORY_MIB":
+                    e["value"] = "64"
+        self.broken(change, "REQUEST_MEMORY_MIB 64")
+
     def test_probe_on_the_api_port(self):
         self.broken(lambda d: api_container(d)["livenessProbe"]["httpGet"].update({"port": "http"}), "the management listener is on 8081")
 

@@ -5,10 +5,6 @@ use mongo_api::config::Config;
 use mongo_api::logging;
 use mongo_api::shutdown::Shutdown;
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let config = match Config::load() {
         Ok(config) => config,

@@ -455,6 +455,60 @@ fn paging_visits_every_document_once_across_id_types() {
     }
 }
 
+/// Follows the `Link` headers from `first`; returns every document listed and the
+/// number of pages.
+fn walk(app: &App, first: &str) -> (Vec<serde_json::Value>, usize) {
+    let mut walked = Vec::new();
+    let mut next = Some(first.to_owned());
+    let mut pages = 0;
+    while let Some(path) = next {
+        let reply = http::get(&app.url(&path));
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        walked.extend(reply.json().as_array().unwrap().clone());
+        next = reply.header("Link").map(|link| {
+            link.strip_prefix('<')
+                .and_then(|l| l.split_once('>'))
+                .unwrap()
+                .0
+                .to_owned()
+        });
+        pages += 1;
+        assert!(pages <= 100, "paging does not end");
+    }
+    (walked, pages)
+}
+
+#[test]
+fn long_ids_can_be_paged_past_and_longer_ones_are_refused() {
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("longid");
+    let app = App::start(&mongo, &db, &[]);
+    // The longest string _id stored: 1,024 bytes as a BSON value (length, text, NUL).
+    let longest = "k".repeat(1019);
+    for (n, id) in [format!("a{}", &longest[1..]), longest.clone(), "z".into()]
+        .iter()
+        .enumerate()
+    {
+        let body = serde_json::json!({"_id": id, "n": n}).to_string();
+        assert_eq!(http::post_json(&app.url("/data"), &body).status, 201);
+    }
+    let too_long = serde_json::json!({"_id": format!("{longest}k"), "n": 9}).to_string();
+    let reply = http::post_json(&app.url("/data"), &too_long);
+    assert_eq!(reply.status, 400);
+    assert!(reply.error().contains("1024 bytes"), "{}", reply.body);
+    // Another MongoDB client wrote a 1,600-byte _id: it is paged past too.
+    mongo
+        .database(&db)
+        .collection::<mongodb::bson::Document>("data")
+        .insert_one(mongodb::bson::doc! {"_id": "m".repeat(1600), "n": 3})
+        .run()
+        .unwrap();
+    let (walked, pages) = walk(&app, "/data?limit=1");
+    let order: Vec<i64> = walked.iter().map(|d| d["n"].as_i64().unwrap()).collect();
+    assert_eq!(order, [0, 1, 3, 2], "ids sort a…, k…, m…, z");
+    assert_eq!(pages, 4);
+}
+
 #[test]
 fn concurrent_posts_are_each_stored_exactly_once() {
     let mongo = Mongo::start();

@@ -518,6 +518,138 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
     assert!(liveness.iter().all(|s| *s == 200));
 }
 
+/// A status and how long it took.
+type Timed = (u16, Duration);
+/// `/healthz`, `/readyz` and `GET /data`, at one moment.
+type Probes = (Timed, Timed, Timed);
+
+#[test]
+fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowledged() {
+    let mongo = Mongo::start();
+    if skip_unless_managed(
+        &mongo,
+        "a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowledged",
+    ) {
+        return;
+    }
+    let db = mongo.fresh_db("hung");
+    let timeout = Duration::from_millis(1000);
+    let service = start(&mongo, &db, &[("MONGO_TIMEOUT_MS", "1000")]);
+    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    // The bound: MONGO_TIMEOUT_MS, plus a request that arrives as a write batch fails.
+    let bound = timeout * 3 / 2;
+
+    let outcomes: Mutex<HashMap<String, u16>> = Mutex::default();
+    let slowest_while_hung = Mutex::new(Duration::ZERO);
+    let hung = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let (probes, recovered_after) = std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (service, outcomes, stop, hung, slowest) =
+                (&service, &outcomes, &stop, &hung, &slowest_while_hung);
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("{t}-{n}");
+                    let started = Instant::now();
+                    let reply =
+                        http::post_json(&service.url("/data"), &format!(r#"{{"key":"{key}"}}"#));
+                    if hung.load(Ordering::Relaxed) {
+                        let mut slowest = slowest.lock().unwrap();
+                        *slowest = (*slowest).max(started.elapsed());
+                    }
+                    if reply.status == 503 {
+                        assert_eq!(reply.header("Retry-After"), Some("1"));
+                    }
+                    outcomes.lock().unwrap().insert(key, reply.status);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        mongo.signal(Signal::SIGSTOP);
+        hung.store(true, Ordering::Relaxed);
+        let stopped = Instant::now();
+        let mut probes = Vec::new();
+        while stopped.elapsed() < Duration::from_secs(6) {
+            let timed = |url: String| {
+                let started = Instant::now();
+                let status = http::get(&url).status;
+                (status, started.elapsed())
+            };
+            let live = timed(service.management_url("/healthz"));
+            let ready = timed(service.management_url("/readyz"));
+            let listing = timed(service.url("/data"));
+            probes.push((live, ready, listing));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        mongo.signal(Signal::SIGCONT);
+        hung.store(false, Ordering::Relaxed);
+        let resumed = Instant::now();
+        support::wait_for("writes after SIGCONT", Duration::from_secs(15), || {
+            (http::post_json(&service.url("/data"), r#"{"key":"after"}"#).status == 201)
+                .then_some(())
+        });
+        let recovered_after = resumed.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        (probes, recovered_after)
+    });
+
+    let outcomes = outcomes.into_inner().unwrap();
+    let acknowledged: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, s)| **s == 201)
+        .map(|(k, _)| k)
+        .collect();
+    let refused = outcomes.values().filter(|s| **s != 201).count();
+    let stored: HashSet<String> = mongo
+        .documents(&db)
+        .iter()
+        .map(|d| d.get_str("key").unwrap().to_owned())
+        .collect();
+    let lost: Vec<&&String> = acknowledged
+        .iter()
+        .filter(|k| !stored.contains(k.as_str()))
+        .collect();
+    let slowest = *slowest_while_hung.lock().unwrap();
+    let slowest_probe =
+        |pick: fn(&Probes) -> Timed| probes.iter().map(pick).map(|(_, d)| d).max().unwrap();
+    eprintln!(
+        "MongoDB stopped (SIGSTOP) for 6 s under 8 writers: {} acknowledged, {refused} refused, {} lost; \
+         slowest write while stopped {slowest:?}; slowest /healthz {:?}, /readyz {:?}, GET /data {:?}; \
+         writes again {recovered_after:?} after SIGCONT",
+        acknowledged.len(),
+        lost.len(),
+        slowest_probe(|p| p.0),
+        slowest_probe(|p| p.1),
+        slowest_probe(|p| p.2),
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(refused > 0, "the hang was not noticed");
+    assert!(outcomes.values().all(|s| *s == 201 || *s == 503));
+    assert!(slowest < bound, "a write waited {slowest:?}");
+    for ((live, live_took), (ready, ready_took), (listing, listing_took)) in &probes {
+        assert_eq!(*live, 200);
+        assert!(
+            *live_took < Duration::from_millis(100),
+            "/healthz took {live_took:?}"
+        );
+        assert!(
+            *ready == 503 && *ready_took < bound,
+            "/readyz {ready} after {ready_took:?}"
+        );
+        assert!(
+            *listing == 503 && *listing_took < bound,
+            "GET /data {listing} after {listing_took:?}"
+        );
+    }
+    assert!(
+        recovered_after < Duration::from_secs(5),
+        "{recovered_after:?}"
+    );
+}
+
 /// Keeps `clients` connections busy with POSTs, signals, and checks that every request
 /// the server took in was answered: the documents stored are exactly the ones
 /// acknowledged.

@@ -10,7 +10,7 @@ use super::reply::{Chunks, Piece, STREAM_CHUNK};
 use super::{ApiError, Body, Handler, Reply};
 use crate::json::{self, EncodeError, JsonOut};
 use crate::paging;
-use crate::store::{DocumentStream, ListQuery, INSERT_COPIES};
+use crate::store::{DocumentStream, ListQuery, StoreError, INSERT_COPIES, MIDWAY_MEMORY_WAIT};
 
 /// A page stops growing once its JSON passes this size, even short of `limit`.
 const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -83,16 +83,25 @@ impl Handler {
                         with_id: false,
                     })
                     .map_err(|e| self.store_error(e))?;
-                let stream = JsonArrayStream::new(
+                let mut stream = JsonArrayStream::new(
                     documents,
                     self.limits.memory.clone(),
                     self.limits.queue_timeout,
                     slot,
                 );
+                // The first piece is made before the status is sent, so that what stops
+                // it (MongoDB, memory) still gets its own error status.
+                let first = stream.piece().map_err(|e| match e {
+                    ListingError::Store(e) => self.store_error(e),
+                    ListingError::Encode(e) => encode_error(e),
+                })?;
                 Ok(Reply::new(
                     200,
                     super::reply::JSON,
-                    Body::Stream(Box::new(stream)),
+                    Body::Stream {
+                        first,
+                        rest: Box::new(stream),
+                    },
                 ))
             }
             Some(limit) => self.page(params.after, limit),
@@ -239,42 +248,43 @@ impl JsonArrayStream {
         }
     }
 
-    fn fill(&mut self, out: &mut JsonOut<'_, '_>) -> io::Result<()> {
+    fn fill(&mut self, out: &mut JsonOut<'_, '_>) -> Result<(), ListingError> {
         if let StreamState::Start = self.state {
-            out.push(b'[').map_err(io::Error::other)?;
+            out.push(b'[')?;
             self.state = StreamState::Documents { first: true };
         }
         while let StreamState::Documents { first } = self.state {
             if out.len() >= STREAM_CHUNK {
                 break;
             }
-            // The listing cannot be finished on an error: the server cuts the connection
-            // instead of ending the chunked body, so the client sees a truncated response.
-            match self.documents.next_document().map_err(io::Error::other)? {
+            match self.documents.next_document()? {
                 None => {
-                    out.push(b']').map_err(io::Error::other)?;
+                    out.push(b']')?;
                     self.state = StreamState::Done;
                 }
                 Some(document) => {
                     if !first {
-                        out.push(b',').map_err(io::Error::other)?;
+                        out.push(b',')?;
                     }
                     self.state = StreamState::Documents { first: false };
-                    json::write_document(document, out, false).map_err(io::Error::other)?;
+                    json::write_document(document, out, false)?;
                 }
             }
         }
         Ok(())
     }
-}
 
-impl Chunks for JsonArrayStream {
-    fn next_chunk(&mut self) -> io::Result<Piece> {
-        let wait = self.wait;
+    /// The next piece of the array.
+    fn piece(&mut self) -> Result<Piece, ListingError> {
+        // Once the first piece is out, failing can only cut the connection: wait longer.
+        let wait = match self.state {
+            StreamState::Start => self.wait,
+            _ => MIDWAY_MEMORY_WAIT,
+        };
         let mut memory = self
             .memory
             .acquire(PIECE_RESERVE, wait)
-            .ok_or_else(|| io::Error::other(EncodeError::NoMemory))?;
+            .ok_or(EncodeError::NoMemory)?;
         let mut bytes = Vec::with_capacity(PIECE_RESERVE as usize);
         {
             let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
@@ -285,5 +295,22 @@ impl Chunks for JsonArrayStream {
             memory,
             last: matches!(self.state, StreamState::Done),
         })
+    }
+}
+
+/// Why a listing could not go on.
+#[derive(Debug, thiserror::Error)]
+enum ListingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl Chunks for JsonArrayStream {
+    /// The pieces after the first: an error now cuts the connection instead of ending the
+    /// chunked body, so the client sees a truncated response.
+    fn next_chunk(&mut self) -> io::Result<Piece> {
+        self.piece().map_err(io::Error::other)
     }
 }

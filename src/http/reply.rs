@@ -22,8 +22,12 @@ pub trait Chunks {
 pub enum Body {
     Bytes(Vec<u8>),
     Static(&'static [u8]),
-    /// A body of unknown length (sent chunked), e.g. a whole collection.
-    Stream(Box<dyn Chunks>),
+    /// A body of unknown length (sent chunked), e.g. a whole collection: its first piece,
+    /// made before the status is sent, and the rest.
+    Stream {
+        first: Piece,
+        rest: Box<dyn Chunks>,
+    },
 }
 
 pub struct Reply {
@@ -91,10 +95,10 @@ impl Reply {
                 rq.respond(Response::new(status, headers, bytes, Some(bytes.len())));
                 Ok(())
             }
-            Body::Stream(chunks) => {
+            Body::Stream { first, rest } => {
                 let (writer, reader) = rq.body_pipe();
                 rq.respond(Response::new(status, headers, reader, None));
-                pump(chunks, writer)
+                pump(first, rest, writer)
             }
         }
     }
@@ -102,13 +106,15 @@ impl Reply {
 
 /// Feeds a streamed body to its connection until it ends; on an error the writer is
 /// dropped unfinished, which cuts the connection.
-fn pump(mut chunks: Box<dyn Chunks>, mut writer: BodyWriter) -> io::Result<()> {
+fn pump(first: Piece, mut rest: Box<dyn Chunks>, mut writer: BodyWriter) -> io::Result<()> {
+    let mut piece = first;
     loop {
-        let piece = chunks.next_chunk()?;
+        let last = piece.last;
         writer.send(piece.bytes, Some(piece.memory))?;
-        if piece.last {
+        if last {
             return writer.finish();
         }
+        piece = rest.next_chunk()?;
     }
 }
 

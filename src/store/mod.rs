@@ -39,6 +39,10 @@ const BATCH_SIZE: u32 = 1000;
 /// 16 MiB (and always with at least one document, itself up to 16 MiB), plus the reply's
 /// own fields. A listing reserves this before each fetch and keeps what the batch used.
 pub const MAX_BATCH_BYTES: u64 = 16 * 1024 * 1024 + 64 * 1024;
+/// A listing under way has sent its status line: failing it now can only cut the
+/// connection. So it waits this long for the memory of its next batch (holding none
+/// meanwhile) rather than the request's short queue wait.
+pub const MIDWAY_MEMORY_WAIT: Duration = Duration::from_secs(10);
 /// MongoDB's largest document.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Copies of a document alive while it is inserted: the driver serializes it into the
@@ -300,7 +304,7 @@ impl Store {
             handle: self.runtime.handle().clone(),
             timeout: self.timeout,
             budget: self.memory.clone(),
-            memory_wait: self.memory_wait,
+            memory_wait: MIDWAY_MEMORY_WAIT,
             cursor,
             batch: None,
             reserved: Some(memory),

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod mongo;
+pub mod release;
 pub mod service;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -258,6 +258,17 @@ impl Mongo {
         }
     }
 
+    /// Sends the server a signal: SIGSTOP makes it accept connections and never answer,
+    /// like a hung or partitioned node; SIGCONT lets it go on.
+    pub fn signal(&self, signal: Signal) {
+        match &self.backend {
+            Backend::Managed {
+                child: Some(child), ..
+            } => kill(Pid::from_raw(child.id() as i32), signal).expect("signal MongoDB"),
+            _ => panic!("cannot signal an external or stopped MongoDB"),
+        }
+    }
+
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
         match &mut self.backend {

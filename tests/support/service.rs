@@ -138,7 +138,12 @@ impl Process {
     /// Starts the binary with only these environment variables (plus a loopback listen
     /// address on a free port unless given) and waits until it listens.
     pub fn start(env: &[(&str, String)]) -> Process {
-        let mut command = Command::new(BINARY);
+        Process::start_binary(BINARY.as_ref(), env)
+    }
+
+    /// Like [`Process::start`], for another build of the binary (the release one).
+    pub fn start_binary(binary: &std::path::Path, env: &[(&str, String)]) -> Process {
+        let mut command = Command::new(binary);
         command
             .env_clear()
             .env("BIND_ADDR", "127.0.0.1")

@@ -2,7 +2,12 @@
 //! return it when dropped. The server takes request bodies from one before reading them,
 //! and the application can take what else requests hold from the same one, so a single
 //! number bounds them all.
+//!
+//! New grants are handed out in the order they were asked for, so a large one (a 16 MiB
+//! listing batch) is not starved by a stream of small ones. Growing a grant that exists
+//! does not queue: it finishes work already admitted, which frees memory for the queue.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,8 +19,16 @@ pub struct Budget {
 
 struct Inner {
     total: u64,
-    used: Mutex<u64>,
+    state: Mutex<State>,
     freed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    used: u64,
+    /// Tickets of the new grants waiting, in the order they asked.
+    queue: VecDeque<u64>,
+    next_ticket: u64,
 }
 
 /// Part of a budget, returned when dropped.
@@ -25,34 +38,52 @@ pub struct Grant {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, u64> {
-        self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `amount` more, waiting until `deadline` for it to be free.
-    fn take(&self, amount: u64, deadline: Instant) -> bool {
+    /// Takes `amount` more, waiting until `deadline` for it to be free, and, for a new
+    /// grant (`queued`), for the grants asked before it.
+    fn take(&self, amount: u64, deadline: Instant, queued: bool) -> bool {
         if amount > self.total {
             return false;
         }
-        let mut used = self.lock();
-        while *used + amount > self.total {
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        if queued {
+            state.next_ticket += 1;
+            state.queue.push_back(ticket);
+        }
+        loop {
+            let turn = !queued || state.queue.front() == Some(&ticket);
+            if turn && state.used + amount <= self.total {
+                state.used += amount;
+                if queued {
+                    state.queue.pop_front();
+                    // The next in line may fit too.
+                    self.freed.notify_all();
+                }
+                return true;
+            }
             let now = Instant::now();
             if now >= deadline {
+                if queued {
+                    state.queue.retain(|t| *t != ticket);
+                    self.freed.notify_all();
+                }
                 return false;
             }
-            used = self
+            state = self
                 .freed
-                .wait_timeout(used, deadline - now)
+                .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        *used += amount;
-        true
     }
 
     fn give_back(&self, amount: u64) {
         if amount > 0 {
-            *self.lock() -= amount;
+            self.lock().used -= amount;
             self.freed.notify_all();
         }
     }
@@ -63,7 +94,7 @@ impl Budget {
         Budget {
             inner: Arc::new(Inner {
                 total,
-                used: Mutex::new(0),
+                state: Mutex::new(State::default()),
                 freed: Condvar::new(),
             }),
         }
@@ -75,14 +106,14 @@ impl Budget {
 
     /// How much is granted now.
     pub fn in_use(&self) -> u64 {
-        *self.inner.lock()
+        self.inner.lock().used
     }
 
     /// A grant of `amount`, waiting up to `wait` for it to be free; `None` if it cannot be
     /// had in that time (never, if `amount` exceeds the whole budget).
     pub fn acquire(&self, amount: u64, wait: Duration) -> Option<Grant> {
         self.inner
-            .take(amount, Instant::now() + wait)
+            .take(amount, Instant::now() + wait, true)
             .then(|| Grant {
                 inner: self.inner.clone(),
                 amount,
@@ -98,7 +129,7 @@ impl Grant {
     /// Grows the grant by `more`, waiting up to `wait`; `false` (and unchanged) if the
     /// budget has no room in that time.
     pub fn grow(&mut self, more: u64, wait: Duration) -> bool {
-        let grown = self.inner.take(more, Instant::now() + wait);
+        let grown = self.inner.take(more, Instant::now() + wait, false);
         if grown {
             self.amount += more;
         }
@@ -154,6 +185,24 @@ mod tests {
         assert_eq!((a.amount(), budget.in_use()), (2, 2));
         drop(a);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn new_grants_come_in_the_order_asked_and_growth_does_not_queue() {
+        let budget = Budget::new(10);
+        let mut held = budget.acquire(8, Duration::ZERO).unwrap();
+        // A large request waits for room; a small one asked after it waits its turn,
+        // though it would fit now.
+        let large = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.acquire(9, Duration::from_secs(10)).is_some())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(budget.acquire(1, Duration::from_millis(50)).is_none());
+        // Growth is not queued behind it.
+        assert!(held.grow(2, Duration::ZERO));
+        drop(held);
+        assert!(large.join().unwrap());
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! Memory stays inside the Deployment's limit under the worst valid inputs, measured as
+//! the peak resident memory (`VmHWM`) of the static release binary started with the
+//! Deployment's own settings: bodies that grow most when converted, as many as there
+//! are workers; `MAX_CONNECTIONS` uploads stalled just before their end; many clients
+//! listing documents of several MiB each. What does not fit in `REQUEST_MEMORY_MIB`
+//! waits, then gets 503 with `Retry-After`; nothing is killed.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Document};
+use support::http::{self, raw_status, read_until_close};
+use support::mongo::Mongo;
+use support::release::{self, Deployment};
+use support::service::{mongo_env, Process};
+
+/// The release binary with the Deployment's settings, connected to `db`.
+fn start(mongo: &Mongo, db: &str, deployment: &Deployment) -> Process {
+    let mut env = mongo_env(mongo, db);
+    env.extend(deployment.env.iter().map(|(k, v)| (leak(k), v.clone())));
+    let service = Process::start_binary(&release::binary(), &env);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
+    service
+}
+
+fn leak(name: &str) -> &'static str {
+    Box::leak(name.to_owned().into_boxed_str())
+}
+
+fn assert_within_limit(service: &Process, deployment: &Deployment, what: &str) -> u64 {
+    let peak_mib = service.peak_rss_kib().div_ceil(1024);
+    eprintln!(
+        "{what}: peak RSS {peak_mib} MiB (limit {} MiB)",
+        deployment.memory_limit_mib
+    );
+    assert!(
+        peak_mib < deployment.memory_limit_mib,
+        "{what}: peak RSS {peak_mib} MiB, the Deployment's limit is {} MiB",
+        deployment.memory_limit_mib
+    );
+    peak_mib
+}
+
+/// A body just under 1 MiB that grows about sixfold into BSON: one array of zeros.
+fn array_body(max: usize) -> Vec<u8> {
+    let zeros = (max - 16) / 2;
+    let mut body = b"{\"a\":[".to_vec();
+    body.extend(b"0,".repeat(zeros - 1));
+    body.extend(b"0]}");
+    assert!(body.len() <= max);
+    body
+}
+
+fn workers(deployment: &Deployment) -> usize {
+    deployment
+        .env
+        .iter()
+        .find(|(k, _)| k == "WORKERS")
+        .map_or(16, |(_, v)| v.parse().unwrap())
+}
+
+fn max_connections(deployment: &Deployment) -> usize {
+    deployment
+        .env
+        .iter()
+        .find(|(k, _)| k == "MAX_CONNECTIONS")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("the Deployment sets MAX_CONNECTIONS")
+}
+
+#[test]
+fn as_many_array_bodies_as_workers_stay_inside_the_limit() {
+    let deployment = release::deployment();
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("arrays");
+    let service = start(&mongo, &db, &deployment);
+    let body = array_body(1024 * 1024);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers(&deployment))
+            .map(|_| {
+                let (body, url) = (&body, service.url("/data"));
+                scope.spawn(move || {
+                    let reply = http::post(&url, Some("application/json"), body);
+                    if reply.status == 503 {
+                        assert_eq!(reply.header("Retry-After"), Some("1"));
+                    }
+                    reply.status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stored = statuses.iter().filter(|s| **s == 201).count();
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(stored >= 1, "none stored: {statuses:?}");
+    assert_eq!(mongo.documents(&db).len(), stored);
+    eprintln!(
+        "{} concurrent 1 MiB array bodies: {stored} stored, {} answered 503",
+        statuses.len(),
+        statuses.len() - stored
+    );
+    assert_within_limit(&service, &deployment, "array bodies");
+    // The memory came back: one more is stored at once.
+    assert_eq!(
+        http::post(&service.url("/data"), Some("application/json"), &body).status,
+        201
+    );
+}
+
+#[test]
+fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
+    let deployment = release::deployment();
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("stalled");
+    let service = start(&mongo, &db, &deployment);
+    let body = array_body(1024 * 1024);
+    let head = format!(
+        "POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    let stalled: Vec<TcpStream> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..max_connections(&deployment))
+            .map(|_| {
+                let (head, body, addr) = (&head, &body, service.addr);
+                scope.spawn(move || {
+                    let mut stream = TcpStream::connect(addr).unwrap();
+                    stream.write_all(head.as_bytes()).unwrap();
+                    // All but the last few hundred bytes; a refused upload may be cut.
+                    let _ = stream.write_all(&body[..body.len() - 300]);
+                    stream
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!(
+        "{} uploads stalled after {:?}",
+        stalled.len(),
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // Probes answer meanwhile.
+    let probe = Instant::now();
+    assert_eq!(http::get(&service.management_url("/healthz")).status, 200);
+    assert!(
+        probe.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        probe.elapsed()
+    );
+    let peak = assert_within_limit(&service, &deployment, "stalled uploads");
+    // Each stalled upload ends with 503 (no memory for its body, not read) or 408 (read,
+    // but not finished in time).
+    let mut answers = std::collections::BTreeMap::new();
+    for mut stream in stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let text = read_until_close(&mut stream);
+        *answers.entry(raw_status(&text)).or_insert(0) += 1;
+    }
+    eprintln!("answers to the stalled uploads: {answers:?} (peak {peak} MiB)");
+    assert!(
+        answers.keys().all(|s| matches!(s, Some(503) | Some(408))),
+        "{answers:?}"
+    );
+    assert_eq!(
+        http::post(&service.url("/data"), Some("application/json"), &body).status,
+        201
+    );
+}
+
+#[test]
+fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
+    let deployment = release::deployment();
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("big");
+    // Written by another MongoDB client: 12 documents of 4 MiB each.
+    let collection = mongo.database(&db).collection::<Document>("data");
+    for i in 0..12 {
+        collection
+            .insert_one(doc! {"i": i, "blob": "x".repeat(4 * 1024 * 1024)})
+            .run()
+            .unwrap();
+    }
+    let service = start(&mongo, &db, &deployment);
+    let outcomes: Vec<(u16, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let addr = service.addr;
+                scope.spawn(move || list(addr))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_within_limit(&service, &deployment, "listings of 4 MiB documents");
+    let complete = outcomes.iter().filter(|o| **o == (200, 12)).count();
+    let refused = outcomes.iter().filter(|o| o.0 == 503).count();
+    eprintln!("16 clients listing 48 MiB each: {complete} complete, {refused} answered 503");
+    assert!(complete >= 1, "{outcomes:?}");
+    let warnings: Vec<String> = service
+        .output()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        complete + refused,
+        outcomes.len(),
+        "some were cut: {outcomes:?}\n{warnings:#?}"
+    );
+    assert_eq!(list(service.addr), (200, 12), "served again afterwards");
+}
+
+/// Lists on a raw connection: the status, and how many documents arrived complete (a
+/// listing cut short has fewer).
+fn list(addr: std::net::SocketAddr) -> (u16, usize) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let Some(response) = support::http::read_response(&mut reader) else {
+        return (0, 0);
+    };
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    let documents = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&response.body)
+        .map(|d| d.len())
+        .unwrap_or(0);
+    (response.status, documents)
+}

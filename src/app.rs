@@ -1,6 +1,6 @@
-//! The service as one function, for `main` and for the tests.
+//! The service as one function, for `main` and for the tests: wires the layers together,
+//! serves until told to stop, and closes what it opened.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
@@ -8,42 +8,21 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{Budget, Server};
 
-use crate::config::{Config, ConfigError, MongoTarget};
 use crate::http::{Handler, Limits};
 use crate::metrics::Metrics;
+use crate::settings::{HttpSettings, Settings};
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::{ConnectError, Store};
 
 /// How long the management listener keeps answering probes after the API has drained.
 const MANAGEMENT_GRACE: Duration = Duration::from_secs(1);
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    Config(ConfigError),
-    Io(io::Error),
-}
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppError::Config(e) => write!(f, "configuration: {e}"),
-            AppError::Io(e) => write!(f, "server: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for AppError {}
-
-impl From<ConfigError> for AppError {
-    fn from(e: ConfigError) -> Self {
-        AppError::Config(e)
-    }
-}
-
-impl From<io::Error> for AppError {
-    fn from(e: io::Error) -> Self {
-        AppError::Io(e)
-    }
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("server: {0}")]
+    Io(#[from] io::Error),
 }
 
 /// The two listening sockets: the API, and the management port for probes and metrics.
@@ -53,56 +32,57 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds both ports of the configuration on its listen address.
-    pub fn bind(address: IpAddr, api_port: u16, management_port: u16) -> io::Result<Listeners> {
-        Ok(Listeners {
-            api: TcpListener::bind((address, api_port))?,
-            management: TcpListener::bind((address, management_port))?,
-        })
+    /// Binds both ports the settings name, on their listen address.
+    pub fn bind(settings: &HttpSettings) -> io::Result<Listeners> {
+        Listeners::on(settings.bind_addr, settings.port, settings.management_port)
     }
 
     /// Both on free ports of 127.0.0.1 (for tests).
     pub fn local() -> io::Result<Listeners> {
-        Listeners::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
+        Listeners::on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
+    }
+
+    fn on(address: IpAddr, api: u16, management: u16) -> io::Result<Listeners> {
+        Ok(Listeners {
+            api: TcpListener::bind((address, api))?,
+            management: TcpListener::bind((address, management))?,
+        })
     }
 }
 
 /// Serves HTTP until `shutdown` triggers, then drains and returns.
-pub fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(), AppError> {
+pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Result<(), AppError> {
+    let http = &settings.http;
     let metrics = Arc::new(Metrics::new());
     // One budget for what requests hold: bodies (taken by the server before reading
     // them), documents being converted and written, listing batches and pages.
-    let memory = Budget::new(config.request_memory());
+    let memory = Budget::new(http.request_memory());
+    // A connection for each worker, and one for the management port's readiness pings.
+    let pool_size = u32::from(http.workers) + 1;
     let store = Arc::new(Store::connect(
-        &config,
+        &settings.mongo,
+        pool_size,
         metrics.clone(),
         memory.clone(),
-        config.queue_timeout(),
+        http.queue_timeout(),
     )?);
-    let limits = Limits {
-        max_body_bytes: config.max_body_bytes,
-        queue_timeout: config.queue_timeout(),
-        page_limit_max: config.page_limit_max,
-        listings: crate::http::listing_slots(config.workers),
-        memory: memory.clone(),
-    };
-    let handler = Arc::new(Handler::new(store.clone(), metrics, limits));
+    let handler = Arc::new(Handler::new(
+        store.clone(),
+        metrics,
+        Limits::new(http, memory.clone()),
+    ));
     let api = {
         let handler = handler.clone();
-        Server::from_listener(listeners.api, config.server_options(&memory), move |rq| {
+        Server::from_listener(listeners.api, http.server_options(&memory), move |rq| {
             handler.route(rq)
         })?
     };
     let management = {
         let handler = handler.clone();
-        Server::from_listener(
-            listeners.management,
-            config.management_options(),
-            move |rq| {
-                handler.manage(rq);
-                None
-            },
-        )?
+        Server::from_listener(listeners.management, http.management_options(), move |rq| {
+            handler.manage(rq);
+            None
+        })?
     };
     for server in [&api, &management] {
         let shutdown = shutdown.clone();
@@ -111,16 +91,16 @@ pub fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(
     tracing::info!(
         address = %api.server_addr(),
         management_address = %management.server_addr(),
-        workers = config.workers,
-        mongo = mongo_label(&config),
-        database = config.database(),
+        workers = http.workers,
+        mongo = settings.mongo.label(),
+        database = settings.mongo.database(),
         "listening"
     );
     let served = crate::server::serve(
         &api,
         &handler,
-        config.workers,
-        config.shutdown_grace(),
+        http.workers,
+        http.shutdown_grace(),
         &shutdown,
     );
     // Probes keep their answers while the API drains; then the management port goes too.
@@ -130,18 +110,9 @@ pub fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(
     }
     store.shutdown();
     served?;
-    match api.failure().or_else(|| management.failure()) {
-        Some(e) => Err(AppError::Io(e)),
-        None => {
-            tracing::info!("stopped");
-            Ok(())
-        }
+    if let Some(failure) = api.failure().or_else(|| management.failure()) {
+        return Err(AppError::Io(failure));
     }
-}
-
-fn mongo_label(config: &Config) -> String {
-    match config.mongo_target() {
-        MongoTarget::Uri(_) => "MONGODB_URI".to_owned(),
-        MongoTarget::Host { host, port, .. } => format!("{host}:{port}"),
-    }
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -24,29 +24,17 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 pub const MAX_DEPTH: usize = 100;
 
 /// Why a request body is not a document we can store.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum BodyError {
+    #[error("request body is empty; send a JSON object")]
     Empty,
-    InvalidUtf8 {
-        valid_up_to: usize,
-    },
+    #[error("request body is not valid UTF-8 (first invalid byte at offset {valid_up_to})")]
+    InvalidUtf8 { valid_up_to: usize },
+    #[error("invalid JSON document: {0}")]
     Invalid(String),
     /// The memory the conversion needed was not granted.
+    #[error("no memory left to convert the document")]
     NoMemory,
-}
-
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::Empty => f.write_str("request body is empty; send a JSON object"),
-            BodyError::InvalidUtf8 { valid_up_to } => write!(
-                f,
-                "request body is not valid UTF-8 (first invalid byte at offset {valid_up_to})"
-            ),
-            BodyError::Invalid(reason) => write!(f, "invalid JSON document: {reason}"),
-            BodyError::NoMemory => f.write_str("no memory left to convert the document"),
-        }
-    }
 }
 
 /// Spare room left at the end of every converted document, so that an `_id` element
@@ -444,29 +432,13 @@ fn oversized_integer(text: &str) -> Option<&str> {
 }
 
 /// Why a stored document was not written as JSON.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
-    /// Corrupt BSON.
-    Corrupt(String),
+    #[error("stored document cannot be encoded as JSON: {0}")]
+    Corrupt(#[from] mongodb::bson::raw::Error),
     /// The memory the JSON needed was not granted.
+    #[error("no memory left to encode a stored document")]
     NoMemory,
-}
-
-impl fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EncodeError::Corrupt(e) => write!(f, "stored document cannot be encoded as JSON: {e}"),
-            EncodeError::NoMemory => f.write_str("no memory left to encode a stored document"),
-        }
-    }
-}
-
-impl std::error::Error for EncodeError {}
-
-impl From<mongodb::bson::raw::Error> for EncodeError {
-    fn from(e: mongodb::bson::raw::Error) -> Self {
-        EncodeError::Corrupt(e.to_string())
-    }
 }
 
 /// JSON being written, growing only with the consent of `room`, which is asked for the
@@ -529,6 +501,65 @@ impl<'o, 'r> JsonOut<'o, 'r> {
             .sum();
         self.reserve(value.len() + escapes + 2)?;
         serde_json::to_writer(&mut *self.out, value).expect("writing to a Vec cannot fail");
+        Ok(())
+    }
+}
+
+/// Documents written as the elements of one JSON array, across as many buffers as the
+/// caller likes (a page is one, a streamed listing many).
+pub struct JsonArray {
+    items: usize,
+    skip_id: bool,
+    opened: bool,
+    closed: bool,
+}
+
+impl JsonArray {
+    /// An array whose documents are written without `_id` when `skip_id` is set.
+    pub fn new(skip_id: bool) -> JsonArray {
+        JsonArray {
+            items: 0,
+            skip_id,
+            opened: false,
+            closed: false,
+        }
+    }
+
+    /// Documents written so far.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn open(&mut self, out: &mut JsonOut<'_, '_>) -> Result<(), EncodeError> {
+        if !self.opened {
+            out.push(b'[')?;
+            self.opened = true;
+        }
+        Ok(())
+    }
+
+    pub fn push(
+        &mut self,
+        document: &RawDocument,
+        out: &mut JsonOut<'_, '_>,
+    ) -> Result<(), EncodeError> {
+        self.open(out)?;
+        if self.items > 0 {
+            out.push(b',')?;
+        }
+        write_document(document, out, self.skip_id)?;
+        self.items += 1;
+        Ok(())
+    }
+
+    pub fn close(&mut self, out: &mut JsonOut<'_, '_>) -> Result<(), EncodeError> {
+        self.open(out)?;
+        out.push(b']')?;
+        self.closed = true;
         Ok(())
     }
 }

@@ -5,13 +5,12 @@
 //! port and calls it, and the integration tests start it the same way on `127.0.0.1:0`.
 
 pub mod app;
-pub mod config;
-pub mod health;
 pub mod http;
 pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod paging;
 pub mod server;
+pub mod settings;
 pub mod shutdown;
 pub mod store;

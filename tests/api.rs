@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{doc, Bson};
 use support::http::{self, raw_exchange, raw_status};
 use support::mongo::{skip_unless_managed, Mongo};
-use support::service::{login_args, App};
+use support::service::{login_settings, App};
 use support::wait_for;
 
 #[test]
 fn root_greets_with_the_local_time_like_python() {
     let mongo = Mongo::start();
-    let app = App::start(&mongo, &mongo.fresh_db("root"), &[]);
+    let app = App::start(&mongo, &mongo.fresh_db("root"), |_| {});
     let reply = http::get(&app.url("/"));
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -44,7 +44,7 @@ fn root_greets_with_the_local_time_like_python() {
 fn documents_round_trip_with_their_types_and_order() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("roundtrip");
-    let app = App::start(&mongo, &db, &[]);
+    let app = App::start(&mongo, &db, |_| {});
     assert_eq!(http::get(&app.url("/data")).body, "[]");
 
     let bodies = [
@@ -84,7 +84,7 @@ fn documents_round_trip_with_their_types_and_order() {
 fn client_ids_are_kept_and_duplicates_conflict() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("ids");
-    let app = App::start(&mongo, &db, &[]);
+    let app = App::start(&mongo, &db, |_| {});
     for body in [
         r#"{"_id":"order-1","v":1}"#,
         r#"{"_id":7,"v":2}"#,
@@ -124,7 +124,7 @@ fn client_ids_are_kept_and_duplicates_conflict() {
 fn bad_requests_get_clear_json_errors_and_store_nothing() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("bad");
-    let app = App::start(&mongo, &db, &[]);
+    let app = App::start(&mongo, &db, |_| {});
     let url = app.url("/data");
     let json = Some("application/json");
     let deep = format!("{}1{}", r#"{"a":"#.repeat(101), "}".repeat(101));
@@ -211,7 +211,7 @@ fn bad_requests_get_clear_json_errors_and_store_nothing() {
 fn bodies_over_the_limit_get_413_without_being_read() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("limit");
-    let app = App::start(&mongo, &db, &["--max-body-bytes", "1024"]);
+    let app = App::start(&mongo, &db, |s| s.http.max_body_bytes = 1024);
 
     // Declared far too large, body never sent: answered at once, connection closed.
     let started = Instant::now();
@@ -257,7 +257,7 @@ fn bodies_over_the_limit_get_413_without_being_read() {
 #[test]
 fn unknown_paths_and_methods_get_json_errors() {
     let mongo = Mongo::start();
-    let app = App::start(&mongo, &mongo.fresh_db("routes"), &[]);
+    let app = App::start(&mongo, &mongo.fresh_db("routes"), |_| {});
     for path in ["/nope", "/data/", "/DATA", "/data/1", "//data"] {
         let reply = http::get(&app.url(path));
         assert_eq!(reply.status, 404, "{path}");
@@ -375,7 +375,7 @@ fn unknown_paths_and_methods_get_json_errors() {
 fn paging_visits_every_document_once_across_id_types() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("paging");
-    let app = App::start(&mongo, &db, &["--page-limit-max", "10"]);
+    let app = App::start(&mongo, &db, |s| s.http.page_limit_max = 10);
     let mut posted = 0;
     for i in 0..8 {
         assert_eq!(
@@ -482,7 +482,7 @@ fn walk(app: &App, first: &str) -> (Vec<serde_json::Value>, usize) {
 fn long_ids_can_be_paged_past_and_longer_ones_are_refused() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("longid");
-    let app = App::start(&mongo, &db, &[]);
+    let app = App::start(&mongo, &db, |_| {});
     // The longest string _id stored: 1,024 bytes as a BSON value (length, text, NUL).
     let longest = "k".repeat(1019);
     for (n, id) in [format!("a{}", &longest[1..]), longest.clone(), "z".into()]
@@ -513,7 +513,7 @@ fn long_ids_can_be_paged_past_and_longer_ones_are_refused() {
 fn concurrent_posts_are_each_stored_exactly_once() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("concurrent");
-    let app = App::start(&mongo, &db, &[]);
+    let app = App::start(&mongo, &db, |_| {});
     let url = app.url("/data");
     std::thread::scope(|scope| {
         for t in 0..8 {
@@ -549,7 +549,7 @@ fn concurrent_writes_each_get_their_own_answer() {
     // document must still be answered to its own request only.
     let mongo = Mongo::start();
     let db = mongo.fresh_db("batches");
-    let app = App::start(&mongo, &db, &[]);
+    let app = App::start(&mongo, &db, |_| {});
     let url = app.url("/data");
     for round in 0..10 {
         let barrier = std::sync::Barrier::new(16);
@@ -609,7 +609,7 @@ fn special_characters_in_the_password_work() {
     let db = mongo.fresh_db("password");
     let password = "p@ss:w/rd%40?#[]&=+ é";
     mongo.create_user("app-user", password, &db);
-    let app = App::start_with(login_args(&mongo, &db, "app-user", password));
+    let app = App::start_with(login_settings(&mongo, &db, "app-user", password));
     let ready = http::get(&app.url("/readyz"));
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(
@@ -624,9 +624,9 @@ fn wrong_password_gives_503_within_the_timeout() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("wrongpw");
     let (user, _) = mongo.root_credentials();
-    let mut args = login_args(&mongo, &db, &user, "not-the-password");
-    args.extend(["--mongo-timeout-ms".into(), "1000".into()]);
-    let app = App::start_with(args);
+    let mut settings = login_settings(&mongo, &db, &user, "not-the-password");
+    settings.mongo.timeout_ms = 1000;
+    let app = App::start_with(settings);
     assert_eq!(http::get(&app.url("/healthz")).status, 200);
     for (name, reply) in [
         ("readyz", timed(|| http::get(&app.url("/readyz")))),
@@ -660,7 +660,7 @@ fn mongodb_outage_gives_503_then_recovers_without_losing_writes() {
         return;
     }
     let db = mongo.fresh_db("outage");
-    let app = App::start(&mongo, &db, &["--mongo-timeout-ms", "1000"]);
+    let app = App::start(&mongo, &db, |s| s.mongo.timeout_ms = 1000);
     for i in 0..20 {
         assert_eq!(
             http::post_json(&app.url("/data"), &format!(r#"{{"before":{i}}}"#)).status,
@@ -699,7 +699,7 @@ fn mongodb_outage_gives_503_then_recovers_without_losing_writes() {
 #[test]
 fn metrics_count_requests_by_route_and_status() {
     let mongo = Mongo::start();
-    let app = App::start(&mongo, &mongo.fresh_db("metrics"), &[]);
+    let app = App::start(&mongo, &mongo.fresh_db("metrics"), |_| {});
     for _ in 0..3 {
         http::post_json(&app.url("/data"), r#"{"a":1}"#);
     }

@@ -14,22 +14,8 @@ use std::time::{Duration, Instant};
 
 use support::http::{self, raw_exchange, raw_status, read_response, read_until_close};
 use support::mongo::Mongo;
-use support::service::{mongo_env, Process};
+use support::service::{mongo_env, start, Process};
 use support::wait_for;
-
-fn start(mongo: &Mongo, name: &str, extra: &[(&'static str, &str)]) -> Process {
-    let mut env = mongo_env(mongo, &mongo.fresh_db(name));
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    Process::start(&env)
-}
-
-fn connect(service: &Process) -> TcpStream {
-    let stream = TcpStream::connect(service.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
-}
 
 /// Reads until the server closes; returns what it sent and when it closed.
 fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
@@ -41,9 +27,13 @@ fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
 #[test]
 fn idle_and_silent_connections_are_closed_after_the_keep_alive_timeout() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "idle", &[("KEEP_ALIVE_TIMEOUT_SECS", "1")]);
+    let service = start(
+        &mongo,
+        &mongo.fresh_db("idle"),
+        &[("KEEP_ALIVE_TIMEOUT_SECS", "1")],
+    );
 
-    let mut silent = connect(&service);
+    let mut silent = service.connect();
     let (text, after) = until_closed(&mut silent);
     assert_eq!(text, "", "an idle close is silent");
     assert!(
@@ -51,7 +41,7 @@ fn idle_and_silent_connections_are_closed_after_the_keep_alive_timeout() {
         "{after:?}"
     );
 
-    let mut kept = connect(&service);
+    let mut kept = service.connect();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut first = [0u8; 1024];
@@ -68,9 +58,13 @@ fn idle_and_silent_connections_are_closed_after_the_keep_alive_timeout() {
 #[test]
 fn stalled_and_trickling_requests_get_408_at_the_request_deadline() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "stall", &[("REQUEST_TIMEOUT_SECS", "2")]);
+    let service = start(
+        &mongo,
+        &mongo.fresh_db("stall"),
+        &[("REQUEST_TIMEOUT_SECS", "2")],
+    );
 
-    let mut stalled = connect(&service);
+    let mut stalled = service.connect();
     stalled.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
     let (text, after) = until_closed(&mut stalled);
     assert_eq!(raw_status(&text), Some(408), "{text}");
@@ -84,7 +78,7 @@ fn stalled_and_trickling_requests_get_408_at_the_request_deadline() {
     );
 
     // One byte every 200 ms resets a per-read timeout forever; the deadline holds.
-    let mut trickle = connect(&service);
+    let mut trickle = service.connect();
     trickle
         .set_read_timeout(Some(Duration::from_millis(1)))
         .unwrap();
@@ -124,19 +118,19 @@ fn slow_uploads_and_idle_connections_do_not_hold_workers() {
     let mongo = Mongo::start();
     let service = start(
         &mongo,
-        "workers",
+        &mongo.fresh_db("workers"),
         &[("WORKERS", "1"), ("REQUEST_TIMEOUT_SECS", "30")],
     );
     // A body that never finishes, and many idle connections.
     let mut uploads: Vec<TcpStream> = (0..5)
         .map(|_| {
-            let mut s = connect(&service);
+            let mut s = service.connect();
             s.write_all(b"POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":1")
                 .unwrap();
             s
         })
         .collect();
-    let idle: Vec<TcpStream> = (0..50).map(|_| connect(&service)).collect();
+    let idle: Vec<TcpStream> = (0..50).map(|_| service.connect()).collect();
     // The only worker is free: other requests are answered at once.
     for _ in 0..20 {
         let started = Instant::now();
@@ -162,12 +156,16 @@ fn slow_uploads_and_idle_connections_do_not_hold_workers() {
 #[test]
 fn connection_threads_return_to_their_resting_number() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "threads", &[("KEEP_ALIVE_TIMEOUT_SECS", "3")]);
+    let service = start(
+        &mongo,
+        &mongo.fresh_db("threads"),
+        &[("KEEP_ALIVE_TIMEOUT_SECS", "3")],
+    );
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
     std::thread::sleep(Duration::from_secs(6));
     let resting = service.threads();
 
-    let connections: Vec<TcpStream> = (0..200).map(|_| connect(&service)).collect();
+    let connections: Vec<TcpStream> = (0..200).map(|_| service.connect()).collect();
     let busy = wait_for("a thread per connection", Duration::from_secs(5), || {
         let n = service.threads();
         (n >= resting + 190).then_some(n)
@@ -225,7 +223,11 @@ fn assert_probes_answer_promptly(service: &Process, rounds: usize) -> Duration {
 #[test]
 fn clients_that_never_read_pin_neither_workers_nor_probes() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "noread", &[("MAX_CONNECTIONS", "256")]);
+    let service = start(
+        &mongo,
+        &mongo.fresh_db("noread"),
+        &[("MAX_CONNECTIONS", "256")],
+    );
     // As many clients as there are workers (16), each pipelining 500 requests for the
     // largest fixed answer, on sockets that take a couple of kilobytes and are never read.
     let request = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(500);
@@ -257,11 +259,15 @@ fn clients_that_never_read_pin_neither_workers_nor_probes() {
 #[test]
 fn a_flood_of_trickling_connections_starves_neither_probes_nor_prompt_clients() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "flood", &[("MAX_CONNECTIONS", "256")]);
+    let service = start(
+        &mongo,
+        &mongo.fresh_db("flood"),
+        &[("MAX_CONNECTIONS", "256")],
+    );
     // The Deployment's MAX_CONNECTIONS, each sending a byte of a head every 2 s.
     let mut flood: Vec<TcpStream> = (0..256)
         .map(|_| {
-            let mut s = connect(&service);
+            let mut s = service.connect();
             s.write_all(b"G").unwrap();
             s
         })
@@ -299,9 +305,13 @@ fn a_flood_of_trickling_connections_starves_neither_probes_nor_prompt_clients() 
 #[test]
 fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answered() {
     let mongo = Mongo::start();
-    let service = start(&mongo, "maxconn", &[("MAX_CONNECTIONS", "10")]);
+    let service = start(
+        &mongo,
+        &mongo.fresh_db("maxconn"),
+        &[("MAX_CONNECTIONS", "10")],
+    );
     // Ten idle connections: a newcomer takes the oldest one's slot and is served.
-    let mut idle: Vec<TcpStream> = (0..10).map(|_| connect(&service)).collect();
+    let mut idle: Vec<TcpStream> = (0..10).map(|_| service.connect()).collect();
     std::thread::sleep(Duration::from_millis(200));
     let text = raw_exchange(
         service.addr,
@@ -327,7 +337,7 @@ fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answ
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let mut extra = connect(&service);
+    let mut extra = service.connect();
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let (text, after) = until_closed(&mut extra);
     assert_eq!(raw_status(&text), Some(503), "{text}");

@@ -17,27 +17,13 @@ use mongodb::bson::Document;
 use nix::sys::signal::Signal;
 use support::http::{self, raw_status, read_response, read_until_close};
 use support::mongo::{skip_unless_managed, Mongo};
-use support::service::{mongo_env, Process, BINARY};
+use support::service::{mongo_env, start, Process, BINARY};
 
 /// Lets this test process hold a few thousand sockets (the server inherits the limit).
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(65536), hard);
-}
-
-fn start(mongo: &Mongo, db: &str, extra: &[(&'static str, &str)]) -> Process {
-    let mut env = mongo_env(mongo, db);
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    Process::start(&env)
-}
-
-fn connect(service: &Process) -> TcpStream {
-    let stream = TcpStream::connect(service.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -70,7 +56,7 @@ fn slow_and_idle_clients_neither_slow_others_nor_stay() {
     // 500 connections stalled mid-request (head or body), 500 idle after a response.
     let mut stalled = Vec::new();
     for i in 0..500 {
-        let mut s = connect(&service);
+        let mut s = service.connect();
         let partial: &[u8] = if i % 2 == 0 {
             b"GET /data HTTP/1.1\r\nHost: t\r\nX-Wait: "
         } else {
@@ -81,7 +67,7 @@ fn slow_and_idle_clients_neither_slow_others_nor_stay() {
     }
     let mut idle = Vec::new();
     for _ in 0..500 {
-        let mut s = connect(&service);
+        let mut s = service.connect();
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         let mut reader = BufReader::new(s.try_clone().unwrap());
@@ -162,7 +148,7 @@ fn a_trickle_of_one_byte_per_second_is_cut_at_the_request_deadline() {
         &mongo.fresh_db("trickle"),
         &[("REQUEST_TIMEOUT_SECS", "3")],
     );
-    let mut s = connect(&service);
+    let mut s = service.connect();
     s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
@@ -199,7 +185,7 @@ fn huge_bodies_are_refused_fast_without_memory_or_workers() {
             .map(|i| {
                 let service = &service;
                 scope.spawn(move || {
-                    let mut s = connect(service);
+                    let mut s = service.connect();
                     let started = Instant::now();
                     if i % 5 == 0 {
                         // Chunked, and it never ends.
@@ -761,7 +747,7 @@ fn start_with_fd_limit(mongo: &Mongo, db: &str, limit: u32, extra: &[(&str, &str
 fn exhaust_descriptors(service: &Process) -> Vec<TcpStream> {
     let mut held = Vec::new();
     for _ in 0..200 {
-        let mut s = connect(service);
+        let mut s = service.connect();
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500)))

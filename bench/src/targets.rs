@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
-use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
+use mongodb::options::ClientOptions;
 use mongodb::sync::{Client, Collection};
 
 use crate::load::{Op, Outcome, Target};
@@ -88,12 +88,10 @@ impl Driver {
     pub fn connect(uri: &str, db: &str, connections: usize) -> mongodb::error::Result<Driver> {
         let mut options = ClientOptions::parse(uri).run()?;
         options.max_pool_size = Some(connections as u32);
-        options.write_concern = Some(
-            WriteConcern::builder()
-                .w(Acknowledgment::Majority)
-                .journal(true)
-                .build(),
-        );
+        // The service's own write concern (its wtimeout only bounds a wait it never hits here).
+        options.write_concern = Some(mongo_api::settings::write_concern(
+            std::time::Duration::from_secs(10),
+        ));
         let uri_host = options
             .hosts
             .first()

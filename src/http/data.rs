@@ -8,7 +8,7 @@ use tiny_http::{Budget, Grant, Request};
 
 use super::reply::{Chunks, Piece, STREAM_CHUNK};
 use super::{ApiError, Body, Handler, Reply};
-use crate::json::{self, EncodeError, JsonOut};
+use crate::json::{self, EncodeError, JsonArray, JsonOut};
 use crate::paging;
 use crate::store::{DocumentStream, ListQuery, StoreError, INSERT_COPIES, MIDWAY_MEMORY_WAIT};
 
@@ -135,25 +135,20 @@ impl Handler {
             // budget's consent.
             let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
             let mut out = JsonOut::new(&mut body, &mut room);
-            let mut count = 0;
-            out.push(b'[').map_err(encode_error)?;
+            let mut array = JsonArray::new(true);
             while let Some(document) = documents.next_document().map_err(|e| self.store_error(e))? {
-                if count == limit || out.len() >= PAGE_MAX_BYTES {
+                if array.items() == limit as usize || out.len() >= PAGE_MAX_BYTES {
                     more = true;
                     break;
                 }
-                if count > 0 {
-                    out.push(b',').map_err(encode_error)?;
-                }
-                json::write_document(document, &mut out, true).map_err(encode_error)?;
+                array.push(document, &mut out).map_err(encode_error)?;
                 let id = document.get("_id").ok().flatten().ok_or_else(|| {
                     tracing::error!("a listed document has no _id");
                     ApiError::Internal
                 })?;
                 last_id = Some(id.to_raw_bson());
-                count += 1;
             }
-            out.push(b']').map_err(encode_error)?;
+            array.close(&mut out).map_err(encode_error)?;
         }
         drop(documents);
         let reply = Reply::json(200, body).holding(memory);
@@ -219,20 +214,16 @@ fn check_content_type(rq: &Request) -> Result<(), ApiError> {
     }
 }
 
-enum StreamState {
-    Start,
-    Documents { first: bool },
-    Done,
-}
-
 /// The whole listing as a JSON array, encoded batch by batch while it is sent: memory
 /// stays at one driver batch plus a few pieces, whatever the size of the collection,
 /// and every piece is reserved from the budget before it grows.
 struct JsonArrayStream {
     documents: DocumentStream,
+    array: JsonArray,
     memory: Budget,
     wait: Duration,
-    state: StreamState,
+    /// A piece has been made: the status line is (about to be) sent.
+    started: bool,
     /// One of the listing slots, held until the listing ends.
     _slot: Grant,
 }
@@ -241,34 +232,19 @@ impl JsonArrayStream {
     fn new(documents: DocumentStream, memory: Budget, wait: Duration, slot: Grant) -> Self {
         JsonArrayStream {
             documents,
+            array: JsonArray::new(false),
             memory,
             wait,
-            state: StreamState::Start,
+            started: false,
             _slot: slot,
         }
     }
 
     fn fill(&mut self, out: &mut JsonOut<'_, '_>) -> Result<(), ListingError> {
-        if let StreamState::Start = self.state {
-            out.push(b'[')?;
-            self.state = StreamState::Documents { first: true };
-        }
-        while let StreamState::Documents { first } = self.state {
-            if out.len() >= STREAM_CHUNK {
-                break;
-            }
+        while !self.array.is_closed() && out.len() < STREAM_CHUNK {
             match self.documents.next_document()? {
-                None => {
-                    out.push(b']')?;
-                    self.state = StreamState::Done;
-                }
-                Some(document) => {
-                    if !first {
-                        out.push(b',')?;
-                    }
-                    self.state = StreamState::Documents { first: false };
-                    json::write_document(document, out, false)?;
-                }
+                None => self.array.close(out)?,
+                Some(document) => self.array.push(document, out)?,
             }
         }
         Ok(())
@@ -277,10 +253,12 @@ impl JsonArrayStream {
     /// The next piece of the array.
     fn piece(&mut self) -> Result<Piece, ListingError> {
         // Once the first piece is out, failing can only cut the connection: wait longer.
-        let wait = match self.state {
-            StreamState::Start => self.wait,
-            _ => MIDWAY_MEMORY_WAIT,
+        let wait = if self.started {
+            MIDWAY_MEMORY_WAIT
+        } else {
+            self.wait
         };
+        self.started = true;
         let mut memory = self
             .memory
             .acquire(PIECE_RESERVE, wait)
@@ -293,7 +271,7 @@ impl JsonArrayStream {
         Ok(Piece {
             bytes,
             memory,
-            last: matches!(self.state, StreamState::Done),
+            last: self.array.is_closed(),
         })
     }
 }

@@ -4,23 +4,28 @@ use serde_json::json;
 
 use super::reply::Reply;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("not found")]
     NotFound,
-    MethodNotAllowed {
-        allow: &'static str,
-    },
+    #[error("method not allowed; use {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("{0}")]
     BadRequest(String),
-    PayloadTooLarge {
-        limit: u64,
-    },
+    #[error("request body larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: u64 },
+    #[error("Content-Type must be application/json (charset utf-8, if given)")]
     UnsupportedMediaType,
+    #[error("a document with this _id already exists")]
     Conflict,
-    /// MongoDB cannot be reached, or refuses our credentials.
+    /// MongoDB cannot be reached, does not answer in time, or refuses our credentials.
+    #[error("database unavailable, try again later")]
     Unavailable,
-    /// The request waited too long for a worker.
+    /// The request waited too long for a worker or for its share of memory.
+    #[error("server overloaded, try again later")]
     Overloaded,
     /// Details are logged where the error happened, never sent.
+    #[error("internal server error")]
     Internal,
 }
 
@@ -38,26 +43,8 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
-        match self {
-            ApiError::NotFound => "not found".into(),
-            ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
-            ApiError::BadRequest(reason) => reason.clone(),
-            ApiError::PayloadTooLarge { limit } => {
-                format!("request body larger than the {limit}-byte limit")
-            }
-            ApiError::UnsupportedMediaType => {
-                "Content-Type must be application/json (charset utf-8, if given)".into()
-            }
-            ApiError::Conflict => "a document with this _id already exists".into(),
-            ApiError::Unavailable => "database unavailable, try again later".into(),
-            ApiError::Overloaded => "server overloaded, try again later".into(),
-            ApiError::Internal => "internal server error".into(),
-        }
-    }
-
     pub fn into_reply(self) -> Reply {
-        let reply = Reply::json_value(self.status(), &json!({ "error": self.message() }));
+        let reply = Reply::json_value(self.status(), &json!({ "error": self.to_string() }));
         match self {
             ApiError::MethodNotAllowed { allow } => reply.with_header("Allow", allow),
             ApiError::Unavailable | ApiError::Overloaded => reply.with_header("Retry-After", "1"),

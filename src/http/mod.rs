@@ -3,38 +3,45 @@
 
 mod data;
 mod error;
+mod probes;
 mod reply;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::oid::ObjectId;
-use serde_json::json;
 use tiny_http::{Budget, Method, Request};
 
 pub use error::ApiError;
 pub use reply::{Body, Chunks, Reply};
 
-use crate::health;
 use crate::metrics::Metrics;
+use crate::settings::HttpSettings;
 use crate::store::{Store, StoreError};
 
-/// Request-handling limits taken from the configuration.
-#[derive(Clone)]
+/// What the handlers hold requests to.
 pub struct Limits {
-    pub max_body_bytes: u64,
-    pub queue_timeout: Duration,
-    pub page_limit_max: u32,
-    /// Whole-collection listings streaming at once (see [`listing_slots`]).
-    pub listings: Budget,
+    max_body_bytes: u64,
+    queue_timeout: Duration,
+    page_limit_max: u32,
+    /// Whole-collection listings streaming at once: they stream for as long as their
+    /// clients read, so they may hold at most half the workers, and the other half always
+    /// remains for writes, pages and readiness.
+    listings: Budget,
     /// The memory budget requests take what they hold from.
-    pub memory: Budget,
+    memory: Budget,
 }
 
-/// Listings stream for as long as their clients read, so they may hold at most half the
-/// workers: the other half always remains for writes, pages and readiness.
-pub fn listing_slots(workers: u16) -> Budget {
-    Budget::new(u64::from(workers / 2).max(1))
+impl Limits {
+    pub fn new(settings: &HttpSettings, memory: Budget) -> Limits {
+        Limits {
+            max_body_bytes: settings.max_body_bytes,
+            queue_timeout: settings.queue_timeout(),
+            page_limit_max: settings.page_limit_max,
+            listings: Budget::new(u64::from(settings.workers / 2).max(1)),
+            memory,
+        }
+    }
 }
 
 pub struct Handler {
@@ -259,14 +266,9 @@ impl Handler {
             Route::Root => Ok(welcome()),
             Route::Data if *rq.method() == Method::Post => self.insert_document(rq),
             Route::Data => self.list_documents(query),
-            Route::Healthz => Ok(health::live()),
-            Route::Readyz => health::ready(&self.store)
-                .map_err(|e| self.store_error(e))
-                .map(|()| Reply::json_value(200, &json!({ "status": "ready" }))),
-            Route::Metrics => {
-                let (body, content_type) = self.metrics.render();
-                Ok(Reply::new(200, content_type, Body::Bytes(body)))
-            }
+            Route::Healthz => Ok(self.live()),
+            Route::Readyz => self.ready(),
+            Route::Metrics => Ok(self.scrape()),
             Route::OpenApi => Ok(Reply::new(
                 200,
                 reply::JSON,
@@ -292,7 +294,6 @@ impl Handler {
                 tracing::error!(error = %e, "MongoDB operation failed");
                 ApiError::Internal
             }
-            StoreError::Panicked => ApiError::Internal,
         }
     }
 }

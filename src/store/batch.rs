@@ -36,23 +36,49 @@ impl<T, R> Default for Batcher<T, R> {
     }
 }
 
+/// The leader's duty to the submitters of its batch: if the write panics, this hands each
+/// of them `failed` and lets the next leader go, so nobody waits forever.
+struct Leading<'b, T, R: Clone> {
+    batcher: &'b Batcher<T, R>,
+    tickets: Vec<u64>,
+    failed: R,
+}
+
+impl<T, R: Clone> Drop for Leading<'_, T, R> {
+    fn drop(&mut self) {
+        if self.tickets.is_empty() {
+            return;
+        }
+        let mut state = self.batcher.lock();
+        for ticket in self.tickets.drain(..) {
+            state.results.insert(ticket, self.failed.clone());
+        }
+        state.writing = false;
+        self.batcher.done.notify_all();
+    }
+}
+
 impl<T, R> Batcher<T, R> {
-    /// Submits `item` and returns its result. `write` gets a batch and must return one
-    /// result per item, in order; it must not panic (the others in its batch would wait
-    /// forever), so it reports every failure as a result. If `dooms_queue` finds in a
-    /// batch's results one that items queued meanwhile would only meet again (the database
-    /// is gone), they get it at once instead of waiting for their own attempt.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T, R>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Submits `item` and returns its result. `write` gets a batch and returns one result
+    /// per item, in order; if it panics, every item of its batch gets `failed`. If
+    /// `dooms_queue` finds in a batch's results one that items queued meanwhile would only
+    /// meet again (the database is gone), they get it at once instead of waiting for their
+    /// own attempt.
     pub fn submit(
         &self,
         item: T,
         write: impl Fn(Vec<T>) -> Vec<R>,
         dooms_queue: impl Fn(&[R]) -> Option<R>,
+        failed: R,
     ) -> R
     where
         R: Clone,
     {
-        let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut state = lock();
+        let mut state = self.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queued.push((ticket, item));
@@ -71,10 +97,17 @@ impl<T, R> Batcher<T, R> {
             let (tickets, batch): (Vec<u64>, Vec<T>) =
                 std::mem::take(&mut state.queued).into_iter().unzip();
             drop(state);
+            let mut leading = Leading {
+                batcher: self,
+                tickets,
+                failed: failed.clone(),
+            };
             let results = write(batch);
-            debug_assert_eq!(results.len(), tickets.len(), "one result per item");
+            debug_assert_eq!(results.len(), leading.tickets.len(), "one result per item");
             let doom = dooms_queue(&results);
-            state = lock();
+            let tickets = std::mem::take(&mut leading.tickets);
+            drop(leading);
+            state = self.lock();
             state.results.extend(tickets.into_iter().zip(results));
             if let Some(doom) = doom {
                 let queued = std::mem::take(&mut state.queued);
@@ -113,6 +146,7 @@ mod tests {
                                 batch.into_iter().map(|x| x * 10).collect()
                             },
                             |_| None,
+                            0,
                         );
                         (i, result)
                     })
@@ -126,10 +160,51 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_panics_fails_its_batch_and_the_next_leader_goes_on() {
+        let batcher = Batcher::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batcher.submit(1, |_: Vec<i32>| panic!("a bug in the write"), |_| None, -1)
+        }));
+        assert!(panicked.is_err());
+        // Not stuck: the next submitter leads its own write.
+        assert_eq!(batcher.submit(2, |batch: Vec<i32>| batch, |_| None, -1), 2);
+        // Two submitters queued behind a write share the next batch; its write panics:
+        // the one who led it panics, the other gets `failed`.
+        let started = std::sync::Barrier::new(2);
+        let write = |batch: Vec<i32>| {
+            if batch.len() > 1 {
+                panic!("a bug in the write");
+            }
+            if batch == [3] {
+                started.wait();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            batch
+        };
+        let mut results: Vec<i32> = std::thread::scope(|scope| {
+            let submit = |item| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    batcher.submit(item, write, |_| None, -1)
+                }))
+                .unwrap_or(-2)
+            };
+            let first = scope.spawn(move || submit(3));
+            // The first write has begun: the next two queue behind it.
+            started.wait();
+            let others: Vec<_> = [4, 5].map(|i| scope.spawn(move || submit(i))).into();
+            let mut all = vec![first.join().unwrap()];
+            all.extend(others.into_iter().map(|h| h.join().unwrap()));
+            all
+        });
+        results.sort_unstable();
+        assert_eq!(results, [-2, -1, 3]);
+    }
+
+    #[test]
     fn a_lone_submitter_writes_at_once() {
         let batcher = Batcher::default();
-        assert_eq!(batcher.submit(7, |batch: Vec<i32>| batch, |_| None), 7);
-        assert_eq!(batcher.submit(8, |batch: Vec<i32>| batch, |_| None), 8);
+        assert_eq!(batcher.submit(7, |batch: Vec<i32>| batch, |_| None, 0), 7);
+        assert_eq!(batcher.submit(8, |batch: Vec<i32>| batch, |_| None, 0), 8);
     }
 
     #[test]
@@ -149,6 +224,7 @@ mod tests {
                                 vec![-1; batch.len()]
                             },
                             |results| results.first().copied(),
+                            0,
                         )
                     })
                 })

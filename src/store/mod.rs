@@ -15,7 +15,6 @@ mod batch;
 
 use std::future::Future;
 use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +22,13 @@ use futures_util::StreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Bson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, Credential, ServerAddress, WriteConcern};
 use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::{Client, Collection, Database};
 use tiny_http::{Budget, Grant};
 use tokio::runtime::{Handle, Runtime};
 
-use crate::config::{Config, ConfigError, MongoTarget};
 use crate::metrics::Metrics;
+use crate::settings::MongoSettings;
 
 const COLLECTION: &str = "data";
 /// Documents per batch fetched while listing: keeps round trips few.
@@ -48,6 +46,15 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Copies of a document alive while it is inserted: the driver serializes it into the
 /// operation, again into the command's document sequence, then into the wire message.
 pub const INSERT_COPIES: u64 = 3;
+
+/// Why the client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot start the MongoDB runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    #[error("MongoDB client: {0}")]
+    Client(String),
+}
 
 /// Why an operation failed, in the terms the HTTP layer answers with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,9 +74,6 @@ pub enum StoreError {
     /// Anything else: a bug or a misconfiguration worth a log line.
     #[error("MongoDB error: {0}")]
     Internal(String),
-    /// The code writing a batch panicked (a bug; logged where it happened).
-    #[error("the write panicked")]
-    Panicked,
 }
 
 impl StoreError {
@@ -81,7 +85,7 @@ impl StoreError {
             StoreError::Duplicate => Some("duplicate_key"),
             StoreError::Rejected(_) => Some("rejected"),
             StoreError::Busy => None,
-            StoreError::Internal(_) | StoreError::Panicked => Some("internal"),
+            StoreError::Internal(_) => Some("internal"),
         }
     }
 }
@@ -172,30 +176,31 @@ pub struct Store {
 }
 
 impl Store {
-    /// Builds the client. No I/O happens here (except SRV lookups for a `mongodb+srv` URI):
-    /// the driver connects in the background, so the service starts, and answers
-    /// `/healthz`, even while MongoDB is down. Listings take their batches from `memory`,
-    /// waiting at most `memory_wait`.
+    /// Builds the client, with a pool of `pool_size` connections. No I/O happens here
+    /// (except SRV lookups for a `mongodb+srv` URI): the driver connects in the background,
+    /// so the service starts, and answers `/healthz`, even while MongoDB is down. Listings
+    /// take their batches from `memory`, waiting at most `memory_wait`.
     pub fn connect(
-        config: &Config,
+        settings: &MongoSettings,
+        pool_size: u32,
         metrics: Arc<Metrics>,
         memory: Budget,
         memory_wait: Duration,
-    ) -> Result<Store, ConfigError> {
+    ) -> Result<Store, ConnectError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("mongodb")
             .enable_all()
-            .build()
-            .map_err(|e| ConfigError(format!("cannot start the MongoDB runtime: {e}")))?;
-        let options = runtime.block_on(client_options(config))?;
+            .build()?;
+        let options = runtime
+            .block_on(settings.client_options(pool_size))
+            .map_err(|e| ConnectError::Client(e.kind.to_string()))?;
         // Created inside the runtime, so that the driver's background tasks run on it.
         let client = {
             let _inside = runtime.enter();
-            Client::with_options(options)
-                .map_err(|e| ConfigError(format!("MongoDB client: {}", e.kind)))?
+            Client::with_options(options).map_err(|e| ConnectError::Client(e.kind.to_string()))?
         };
-        let database = client.database(&config.database());
+        let database = client.database(&settings.database());
         let documents = database.collection::<RawDocumentBuf>(COLLECTION);
         Ok(Store {
             runtime,
@@ -204,7 +209,7 @@ impl Store {
             documents,
             inserts: batch::Batcher::default(),
             metrics,
-            timeout: config.mongo_timeout(),
+            timeout: settings.timeout(),
             memory,
             memory_wait,
         })
@@ -241,6 +246,7 @@ impl Store {
                     .find(|r| matches!(r, Err(StoreError::Unavailable(_))))
                     .cloned()
             },
+            Err(StoreError::Internal("the batch's write panicked".into())),
         );
         counted(&self.metrics, outcome)
     }
@@ -250,28 +256,23 @@ impl Store {
     fn insert_batch(&self, batch: Vec<Pending>) -> Vec<Result<(), StoreError>> {
         let count = batch.len();
         self.metrics.insert_batch(count);
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            // The driver copies the documents when the operation is built; ours can go
-            // (their memory stays reserved until the batch is answered).
-            let insert = self
-                .documents
-                .insert_many(batch.iter().map(|p| &p.document))
-                .ordered(false);
-            let memory: Vec<Grant> = batch.into_iter().map(|p| p.memory).collect();
-            let written = self.runtime.handle().block_on(async {
-                tokio::time::timeout(self.timeout, async { insert.await }).await
-            });
-            drop(memory);
-            match written {
-                Ok(Ok(_)) => vec![Ok(()); count],
-                Ok(Err(error)) => batch_failure(count, error),
-                Err(_) => vec![Err(timed_out(self.timeout)); count],
-            }
-        }));
-        outcome.unwrap_or_else(|_| {
-            tracing::error!("inserting a batch panicked");
-            vec![Err(StoreError::Panicked); count]
-        })
+        // The driver copies the documents when the operation is built; ours can go
+        // (their memory stays reserved until the batch is answered).
+        let insert = self
+            .documents
+            .insert_many(batch.iter().map(|p| &p.document))
+            .ordered(false);
+        let memory: Vec<Grant> = batch.into_iter().map(|p| p.memory).collect();
+        let written = self
+            .runtime
+            .handle()
+            .block_on(async { tokio::time::timeout(self.timeout, async { insert.await }).await });
+        drop(memory);
+        match written {
+            Ok(Ok(_)) => vec![Ok(()); count],
+            Ok(Err(error)) => batch_failure(count, error),
+            Err(_) => vec![Err(timed_out(self.timeout)); count],
+        }
     }
 
     /// Documents in ascending `_id` order, fetched in raw batches as they are read.
@@ -494,60 +495,6 @@ impl Batch {
     }
 }
 
-async fn client_options(config: &Config) -> Result<ClientOptions, ConfigError> {
-    let mut options = match config.mongo_target() {
-        MongoTarget::Uri(uri) => ClientOptions::parse(uri.expose())
-            .await
-            .map_err(|e| ConfigError(format!("MONGODB_URI: {}", e.kind)))?,
-        MongoTarget::Host {
-            host,
-            port,
-            credential,
-        } => {
-            let mut options = ClientOptions::default();
-            options.hosts = vec![ServerAddress::Tcp {
-                host,
-                port: Some(port),
-            }];
-            // One named server, like the reference app's single-host URI: talk to it
-            // directly rather than discovering a replica set from it.
-            options.direct_connection = Some(true);
-            // Handing the driver the credential as values, not pasted into a URI, means
-            // no character of the password needs escaping.
-            options.credential = credential.map(|(user, password, source)| {
-                Credential::builder()
-                    .username(user)
-                    .password(password.expose().to_owned())
-                    .source(source)
-                    .build()
-            });
-            options
-        }
-    };
-    let timeout = config.mongo_timeout();
-    options.app_name = Some("mongo-api".into());
-    options.server_selection_timeout = Some(timeout);
-    options.connect_timeout = Some(timeout);
-    // Every MongoDB operation runs on a worker thread and a worker runs one at a time, so
-    // a pool as large as the worker count means no worker waits for a connection; the
-    // management listener's readiness pings may need one more.
-    options.max_pool_size = Some(u32::from(config.workers) + 1);
-    options.max_idle_time = Some(Duration::from_secs(300));
-    // Acknowledged means journaled (and replicated to a majority on a replica set): a
-    // write answered 201 survives a MongoDB restart. The write waits at most the
-    // configured timeout for the majority.
-    if options.write_concern.is_none() {
-        options.write_concern = Some(
-            WriteConcern::builder()
-                .w(Acknowledgment::Majority)
-                .journal(true)
-                .w_timeout(timeout)
-                .build(),
-        );
-    }
-    Ok(options)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,7 +507,6 @@ mod tests {
             StoreError::Rejected("x".into()),
             StoreError::Busy,
             StoreError::Internal("x".into()),
-            StoreError::Panicked,
         ] {
             if let Some(kind) = e.kind() {
                 assert!(crate::metrics::MONGO_ERROR_KINDS.contains(&kind), "{kind}");

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mongo_api::app::{self, AppError, Listeners};
-use mongo_api::config::Config;
+use mongo_api::settings::Settings;
 use mongo_api::shutdown::Shutdown;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -18,26 +18,23 @@ use super::mongo::Mongo;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_mongo-api");
 
-/// Arguments connecting the service to `mongo` and database `db` as root.
-pub fn mongo_args(mongo: &Mongo, db: &str) -> Vec<String> {
+/// Settings connecting the service to `mongo` and database `db` as root; every other
+/// setting at its default (whatever the shell running the tests exports).
+pub fn settings(mongo: &Mongo, db: &str) -> Settings {
     let (user, password) = mongo.root_credentials();
-    login_args(mongo, db, &user, &password)
+    login_settings(mongo, db, &user, &password)
 }
 
-/// Arguments connecting the service to `mongo` and database `db` as `user`.
-pub fn login_args(mongo: &Mongo, db: &str, user: &str, password: &str) -> Vec<String> {
-    vec![
-        "--mongo-host".into(),
-        mongo.host.clone(),
-        "--mongo-port".into(),
-        mongo.port.to_string(),
-        "--mongo-user".into(),
-        user.into(),
-        "--mongo-password".into(),
-        password.into(),
-        "--mongo-db".into(),
-        db.into(),
-    ]
+/// Settings connecting the service to `mongo` and database `db` as `user`.
+pub fn login_settings(mongo: &Mongo, db: &str, user: &str, password: &str) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.mongo.host = mongo.host.clone();
+    settings.mongo.port = mongo.port;
+    settings.mongo.user = Some(user.to_owned());
+    settings.mongo.password = Some(password.to_owned().into());
+    settings.mongo.db = Some(db.to_owned());
+    settings.http.shutdown_grace_secs = 5;
+    settings
 }
 
 /// The service running in this process on 127.0.0.1:0.
@@ -49,28 +46,21 @@ pub struct App {
 }
 
 impl App {
-    /// Connected to `mongo` as root, with `extra` arguments after the defaults.
-    pub fn start(mongo: &Mongo, db: &str, extra: &[&str]) -> App {
-        let mut args = mongo_args(mongo, db);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        App::start_with(args)
+    /// Connected to `mongo` as root; `adjust` changes what the test needs.
+    pub fn start(mongo: &Mongo, db: &str, adjust: impl FnOnce(&mut Settings)) -> App {
+        let mut settings = settings(mongo, db);
+        adjust(&mut settings);
+        App::start_with(settings)
     }
 
-    pub fn start_with(args: Vec<String>) -> App {
-        let mut all = vec![
-            "mongo-api".to_owned(),
-            "--shutdown-grace-secs".into(),
-            "5".into(),
-        ];
-        all.extend(args);
-        let config = Config::from_args(all).expect("valid test configuration");
+    pub fn start_with(settings: Settings) -> App {
         let listeners = Listeners::local().expect("bind");
         let addr = listeners.api.local_addr().expect("address");
         let management = listeners.management.local_addr().expect("address");
         let shutdown = Shutdown::new();
         let thread = {
             let shutdown = shutdown.clone();
-            std::thread::spawn(move || app::run(listeners, config, shutdown))
+            std::thread::spawn(move || app::run(listeners, settings, shutdown))
         };
         App {
             addr,
@@ -99,10 +89,8 @@ impl Drop for App {
     fn drop(&mut self) {
         self.shutdown.trigger();
         if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            // A panic in the service thread is reported by the test that saw it fail.
+            let _ = thread.join();
         }
     }
 }
@@ -194,6 +182,15 @@ impl Process {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// A raw connection to the API port, reads timing out after 30 s.
+    pub fn connect(&self) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("set a read timeout");
+        stream
+    }
+
     /// A URL on the management listener (probes and metrics).
     pub fn management_url(&self, path: &str) -> String {
         format!("http://{}{}", self.management, path)
@@ -255,6 +252,13 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The binary connected to `mongo` and `db` as root, with `extra` variables.
+pub fn start(mongo: &Mongo, db: &str, extra: &[(&'static str, &str)]) -> Process {
+    let mut env = mongo_env(mongo, db);
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    Process::start(&env)
 }
 
 /// Runs the binary to completion (for `--help` and configuration errors).

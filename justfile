@@ -5,9 +5,14 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 secantus_version := "0.5.3-beta.196"
 kubernetes_validate_version := "1.37.0"
-# The Kubernetes version the manifests are validated against.
-kubernetes_version := "1.32.0"
+# The Kubernetes versions the manifests are validated against: the oldest `just deploy`
+# accepts (k8s/deploy.sh: preStop sleep needs 1.30), the one it starts, the newest schemas.
+kubernetes_versions := "1.30.0 1.32.0 1.37.0"
 musl_target := "x86_64-unknown-linux-musl"
+arm_target := "aarch64-unknown-linux-musl"
+host_arch := if arch() == "aarch64" { "arm64" } else { "amd64" }
+zig_version := "0.14.1"
+zigbuild_version := "0.20.1"
 fuzz_targets := "body_to_document query_parameters http_framing"
 version := `sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1`
 commit := `git rev-parse --short HEAD 2>/dev/null || echo unknown`
@@ -24,21 +29,42 @@ venv := "target/venv"
 default:
     @just --list
 
-# Install what building and testing need: C tools, the musl target, the MongoDB stand-in
-deps:
+# Install what building the static binary needs: a C compiler, musl-tools, the musl target
+deps-build:
     #!/usr/bin/env bash
     set -euo pipefail
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     missing=()
-    command -v cmake >/dev/null || missing+=(cmake)
-    command -v musl-gcc >/dev/null || missing+=(musl-tools)
-    command -v cc >/dev/null || missing+=(build-essential)
+    # Elsewhere than Linux the static binary is cross-built with zig (`just deps-cross`).
+    if [ "$(uname -s)" = Linux ]; then
+        command -v musl-gcc >/dev/null || missing+=(musl-tools)
+        command -v cc >/dev/null || missing+=(build-essential)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]}"
+        echo "installing ${missing[*]} (apt)"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     rustup target list --installed | grep -qx {{musl_target}} || rustup target add {{musl_target}}
+
+# Install the cross toolchain for arm64: the aarch64 musl target, zig and cargo-zigbuild (into target/venv)
+deps-cross: venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rustup target list --installed | grep -qx {{arm_target}} || rustup target add {{arm_target}}
+    {{venv}}/bin/cargo-zigbuild --version 2>/dev/null | grep -q "{{zigbuild_version}}" \
+        || {{venv}}/bin/pip install --quiet --disable-pip-version-check "ziglang=={{zig_version}}" "cargo-zigbuild=={{zigbuild_version}}"
+
+# Install what testing needs besides building: cmake and the MongoDB stand-in
+deps: deps-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v cmake >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        echo "installing cmake (apt)"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake >/dev/null
+    fi
     if ! secantusd-rs --version 2>/dev/null | grep -q "{{secantus_version}}"; then
         echo "installing the MongoDB stand-in (SecantusDB {{secantus_version}}): cargo compiles it once, about SECANTUS_MINUTES minutes on 2 cores"
         cargo install secantus-mdb --version {{secantus_version}} --locked --ignore-rust-version
@@ -48,16 +74,41 @@ deps:
 build:
     cargo build
 
-# Build the static release binary (musl) that goes into the image
-build-static: deps
-    cargo build --release --target {{musl_target}} -p mongo-api
-    @ls -l target/{{musl_target}}/release/mongo-api
+# Build the static release binary for ARCH (amd64 or arm64; default this machine's), as the image holds it
+build-static arch=host_arch: deps-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target=$([ "{{arch}}" = arm64 ] && echo {{arm_target}} || echo {{musl_target}})
+    if [ "$target" = {{musl_target}} ] && [ "$(uname -sm)" = "Linux x86_64" ]; then
+        cargo build --release --target $target -p mongo-api
+    else
+        # Another architecture or system: zig is the C cross compiler (for ring).
+        just deps-cross
+        PATH="$PWD/{{venv}}/bin:$PATH" cargo zigbuild --release --target $target -p mongo-api
+    fi
+    ls -l target/$target/release/mongo-api
 
-# Build the FROM-scratch image, tagged mongo-api:VERSION and mongo-api:VERSION-COMMIT (needs a running Docker)
-build-image: docker-running build-static
-    docker build --quiet -f Dockerfile.scratch --build-arg VERSION={{version}} --build-arg REVISION={{commit}} \
-        -t {{image}} -t {{image}}-{{commit}} .
-    @docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
+# The tag that identifies this build: VERSION-COMMIT, plus -dirty-DIGEST when the tree has changes
+image-tag arch=host_arch:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tag={{version}}-{{commit}}
+    if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+        target=$([ "{{arch}}" = arm64 ] && echo {{arm_target}} || echo {{musl_target}})
+        tag=$tag-dirty-$(sha256sum target/$target/release/mongo-api | cut -c1-8)
+    fi
+    echo $tag
+
+# Build the FROM-scratch image for ARCH, tagged mongo-api:VERSION and mongo-api:TAG (needs a running Docker)
+build-image arch=host_arch: docker-running
+    #!/usr/bin/env bash
+    set -euo pipefail
+    just build-static {{arch}}
+    target=$([ "{{arch}}" = arm64 ] && echo {{arm_target}} || echo {{musl_target}})
+    tag=$(just image-tag {{arch}})
+    docker build --quiet -f Dockerfile.scratch --platform linux/{{arch}} --build-arg TARGET=$target \
+        --build-arg VERSION={{version}} --build-arg REVISION={{commit}} -t {{image}} -t mongo-api:$tag .
+    docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
 
 # Stop at once, with one line, when no Docker engine answers
 [private]
@@ -75,35 +126,28 @@ secrets:
     printf 'MONGO_ROOT_USER=root\nMONGO_ROOT_PASSWORD=%s\nMONGO_APP_USER=app\nMONGO_APP_PASSWORD=%s\n' "$(secret)" "$(secret)" >$file
     echo "wrote $file"
 
-# Deploy to Minikube (started if needed): MongoDB, the service, NodePort 30007, HPA; prints the URL
-deploy overlay="base": secrets build-image
+# Deploy OVERLAY to Minikube (started if needed): MongoDB, the service (NodePort 30007), the HPA
+deploy overlay="base": secrets
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! minikube status >/dev/null 2>&1; then
-        # Calico enforces the NetworkPolicy that keeps MongoDB private to the service.
-        minikube start --cni=calico
-    fi
-    minikube addons enable metrics-server
-    minikube image load {{image}}
-    existed=$(kubectl -n {{namespace}} get deployment mongo-api -o name 2>/dev/null || true)
-    kubectl apply -k k8s/{{overlay}}
-    # Same tag, new build: restart so that the pods run the image just loaded.
-    [ -n "$existed" ] && kubectl -n {{namespace}} rollout restart deployment/mongo-api
-    kubectl -n {{namespace}} rollout status statefulset/mongo --timeout=300s
-    kubectl -n {{namespace}} rollout status deployment/mongo-api --timeout=180s
-    echo "service: $(just url)"
+    k8s/deploy.sh cluster {{overlay}}
+    arch=$(k8s/deploy.sh node-arch)
+    just build-image $arch
+    image=mongo-api:$(just image-tag $arch)
+    k8s/deploy.sh load $image
+    k8s/deploy.sh apply {{overlay}} $image
 
-# Remove the deployment, MongoDB's data included (the whole namespace)
+# Remove the deployment from Minikube, MongoDB's data included (the whole namespace)
 undeploy:
-    kubectl delete namespace {{namespace}} --ignore-not-found
+    k8s/deploy.sh undeploy
 
 # Print the service's URL on Minikube (the NodePort)
 url:
-    @minikube service -n {{namespace}} mongo-api --url
+    @k8s/deploy.sh url
 
 # Follow the service's logs on Minikube (every pod)
 logs:
-    kubectl -n {{namespace}} logs -l app.kubernetes.io/name=mongo-api --prefix --tail=50 -f
+    kubectl --context minikube -n {{namespace}} logs -l app.kubernetes.io/name=mongo-api --prefix --tail=50 -f
 
 # Render every overlay, validate it against the Kubernetes schemas, and check what schemas miss
 check-k8s: deps-k8s secrets
@@ -113,10 +157,13 @@ check-k8s: deps-k8s secrets
     for overlay in base overlays/assignment; do
         out=target/k8s/$(basename $overlay).yaml
         kubectl kustomize k8s/$overlay >$out
-        {{venv}}/bin/kubernetes-validate --kubernetes-version {{kubernetes_version}} --strict --quiet $out
+        # The oldest Kubernetes `just deploy` accepts, the one it starts, the newest schemas.
+        for version in {{kubernetes_versions}}; do
+            {{venv}}/bin/kubernetes-validate --kubernetes-version $version --strict --quiet $out
+        done
         {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}}
     done
-    cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests
+    cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy
 
 # Start a private Docker engine, build the image, run it as the Deployment would, stop it all
 test-image: deps-docker check-k8s

@@ -12,7 +12,7 @@ check that things which refer to each other agree, nor enum values. This does:
                  that exists, and a key it has
   hpa            the HPA targets an existing Deployment
   probes         HTTP probes go to the management listener (MANAGEMENT_PORT, default
-                 read from src/config.rs), on a path it serves (read from
+                 read from src/settings.rs), on a path it serves (read from
                  src/http/mod.rs); the container declares both ports the binary listens
                  on (PORT too); a Prometheus scrape annotation names the management port
   image          the API's image is exactly what `just build-image` tags; every image
@@ -23,6 +23,9 @@ check that things which refer to each other agree, nor enum values. This does:
   ports          Service target ports exist on the selected pods; nodePorts in range
   shutdown       the API's termination grace period covers its preStop pause plus the
                  server's own drain (SHUTDOWN_GRACE_SECS)
+  security       every pod in a namespace labelled pod-security.kubernetes.io/enforce:
+                 restricted meets that standard (non-root, no privilege escalation,
+                 capabilities dropped, seccomp, no host namespaces, ports or paths)
   memory         the API's memory limit covers REQUEST_MEMORY_MIB plus the process at rest,
                  its connections (MAX_CONNECTIONS) and a margin (the README's formula)
 
@@ -67,25 +70,25 @@ def binary_management_paths(source: Path) -> set:
 
 
 def binary_defaults(source: Path) -> dict:
-    """Defaults of the variables the memory check needs, read from src/config.rs."""
-    text = (source / "src/config.rs").read_text()
+    """Defaults of the variables the memory check needs, read from src/settings.rs."""
+    text = (source / "src/settings.rs").read_text()
     defaults = {}
     for variable in ("REQUEST_MEMORY_MIB", "MAX_CONNECTIONS"):
         match = re.search(r'env\s*=\s*"' + variable + r'",\s*default_value_t\s*=\s*([\d_]+)', text)
         if not match:
-            raise SystemExit(f"cannot find {variable}'s default in src/config.rs")
+            raise SystemExit(f"cannot find {variable}'s default in src/settings.rs")
         defaults[variable] = int(match.group(1).replace("_", ""))
     return defaults
 
 
 def binary_default_ports(source: Path) -> dict:
-    """The binary's default for each port variable, read from src/config.rs."""
-    text = (source / "src/config.rs").read_text()
+    """The binary's default for each port variable, read from src/settings.rs."""
+    text = (source / "src/settings.rs").read_text()
     ports = {}
     for variable in ("PORT", "MANAGEMENT_PORT"):
         match = re.search(r'env\s*=\s*"' + variable + r'",\s*default_value_t\s*=\s*(\d+)', text)
         if not match:
-            raise SystemExit(f"cannot find {variable}'s default in src/config.rs")
+            raise SystemExit(f"cannot find {variable}'s default in src/settings.rs")
         ports[variable] = int(match.group(1))
     return ports
 
@@ -153,6 +156,7 @@ class Checker:
         self.check_ports()
         self.check_shutdown()
         self.check_memory()
+        self.check_pod_security()
         return self.problems
 
     def check_selectors(self):
@@ -360,6 +364,51 @@ class Checker:
                     f"+ {connections} connections x {CONNECTION_KIB} KiB + {MARGIN_MIB} margin = {needed} MiB",
                 )
 
+    def check_pod_security(self):
+        restricted = {
+            n.get("metadata", {}).get("name")
+            for n in self.objects("Namespace")
+            if (n.get("metadata", {}).get("labels") or {}).get("pod-security.kubernetes.io/enforce") == "restricted"
+        }
+        for w, _, pod in self.pod_templates():
+            if self.namespace(w) not in restricted:
+                continue
+            where = self.name(w)
+            pod_context = pod.get("securityContext") or {}
+            for host in ("hostNetwork", "hostPID", "hostIPC"):
+                if pod.get(host):
+                    self.problem("security", f"{where} uses {host}")
+            for volume in pod.get("volumes") or []:
+                kinds = set(volume) - {"name"}
+                if not kinds <= RESTRICTED_VOLUMES:
+                    self.problem("security", f"{where} volume {volume.get('name')} is {sorted(kinds)}")
+            for c in self.containers(pod):
+                context = c.get("securityContext") or {}
+                name = f"{where} container {c.get('name')}"
+                non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+                user = context.get("runAsUser", pod_context.get("runAsUser"))
+                if non_root is not True or user == 0:
+                    self.problem("security", f"{name} may run as root")
+                if context.get("allowPrivilegeEscalation") is not False:
+                    self.problem("security", f"{name} does not set allowPrivilegeEscalation: false")
+                if context.get("privileged"):
+                    self.problem("security", f"{name} is privileged")
+                capabilities = context.get("capabilities") or {}
+                if "ALL" not in (capabilities.get("drop") or []):
+                    self.problem("security", f"{name} does not drop ALL capabilities")
+                if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+                    self.problem("security", f"{name} adds capabilities {capabilities.get('add')}")
+                seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+                if seccomp not in ("RuntimeDefault", "Localhost"):
+                    self.problem("security", f"{name} has no RuntimeDefault or Localhost seccomp profile")
+                if any(p.get("hostPort") for p in c.get("ports") or []):
+                    self.problem("security", f"{name} uses a host port")
+
+
+# Volume types the restricted Pod Security Standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
 
 # The service's memory beyond its request budget (README, "Memory"): the process at rest,
 # each open connection, and a margin; measured by tests/memory.rs.

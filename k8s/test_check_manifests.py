@@ -130,6 +130,18 @@ class BrokenCopies(unittest.TestCase):
                     e["value"] = "64"
         self.broken(change, "REQUEST_MEMORY_MIB 64")
 
+    def test_a_pod_breaking_the_restricted_standard(self):
+        self.broken(
+            lambda d: api_container(d)["securityContext"].update({"allowPrivilegeEscalation": True}),
+            "does not set allowPrivilegeEscalation: false",
+        )
+
+    def test_mongo_on_a_host_path(self):
+        def change(d):
+            pod = one(d, "StatefulSet")["spec"]["template"]["spec"]
+            pod["volumes"].append({"name": "host", "hostPath": {"path": "/data"}})
+        self.broken(change, "volume host is ['hostPath']")
+
     def test_probe_on_the_api_port(self):
         self.broken(lambda d: api_container(d)["livenessProbe"]["httpGet"].update({"port": "http"}), "the management listener is on 8081")
 

@@ -12,7 +12,8 @@ musl_target := "x86_64-unknown-linux-musl"
 arm_target := "aarch64-unknown-linux-musl"
 host_arch := if arch() == "aarch64" { "arm64" } else { "amd64" }
 zig_version := "0.14.1"
-zigbuild_version := "0.20.1"
+mongosh_version := "2.12.0"
+zigbuild_version := "0.24.1"
 fuzz_targets := "body_to_document query_parameters http_framing"
 version := `sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1`
 commit := `git rev-parse --short HEAD 2>/dev/null || echo unknown`
@@ -145,6 +146,11 @@ undeploy:
 url:
     @k8s/deploy.sh url
 
+# Show the HPA at work on Minikube: documents via the API, a load over its target, replicas and CPU until it scales back
+hpa-demo *args:
+    cargo build --release -p bench
+    ./target/release/bench hpa-demo --url "$(k8s/deploy.sh url)" {{args}}
+
 # Follow the service's logs on Minikube (every pod)
 logs:
     kubectl --context minikube -n {{namespace}} logs -l app.kubernetes.io/name=mongo-api --prefix --tail=50 -f
@@ -181,6 +187,31 @@ test-image: deps-docker check-k8s
     fi
     just build-image
     {{venv}}/bin/python k8s/image_check.py target/k8s/base.yaml --image {{image}}
+
+# Run MongoDB's init script with the real mongosh as the StatefulSet would; check the app user's rights
+test-mongo-init: deps deps-mongosh check-k8s
+    cargo build -p mongo-api -p bench
+    {{venv}}/bin/python k8s/mongo_init_check.py target/k8s/base.yaml \
+        --mongosh target/mongosh/node_modules/.bin/mongosh --service target/debug/mongo-api
+
+# Build the arm64 static binary and check it serves the API under qemu-user (as on Apple Silicon Minikube)
+test-arm64: deps deps-cross
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v qemu-aarch64-static >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        echo "installing qemu-user-static (apt)"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user-static >/dev/null
+    fi
+    just build-static arm64
+    cargo build -p bench
+    {{venv}}/bin/python k8s/arm64_check.py --binary target/{{arm_target}}/release/mongo-api
+
+# Install mongosh (npm, into target/mongosh) for the MongoDB init check
+deps-mongosh:
+    @[ -x target/mongosh/node_modules/.bin/mongosh ] || { echo "installing mongosh 2 (npm, about 150 MB)"; \
+        npm install --prefix target/mongosh --no-audit --no-fund --loglevel=error "mongosh@{{mongosh_version}}"; }
 
 # Install what the manifest checks need: kubectl (with kustomize), kubernetes-validate
 deps-k8s: venv
@@ -322,6 +353,8 @@ test: deps
     just test-openapi
     just fuzz 30
     just test-image
+    just test-mongo-init
+    just test-arm64
 
 # Benchmark: no arguments, the whole local comparison (BENCH_MINUTES min); with arguments, one `bench run`
 bench *args: build-static

@@ -4,6 +4,7 @@
 
 mod admin;
 mod floor;
+mod hpa;
 mod load;
 mod procs;
 mod report;
@@ -38,6 +39,9 @@ enum Command {
     },
     /// Create a MongoDB user (the first one through the localhost exception)
     CreateUser(admin::CreateUser),
+    /// Show the HPA scaling on Minikube: documents through the API, a load over its
+    /// target, replicas and CPU every 15 s until it scales back (`just hpa-demo`)
+    HpaDemo(hpa::HpaArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +97,7 @@ fn main() {
         Command::Suite(args) => suite::run(&args),
         Command::FloorHttp { port, threads } => floor::serve(port, threads),
         Command::CreateUser(args) => admin::create_user(&args),
+        Command::HpaDemo(args) => hpa::run(&args),
     };
     if let Err(e) = result {
         eprintln!("bench: {e}");

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Runs MongoDB's side of the manifests for real, as the StatefulSet would, and checks it.
+
+Usage: mongo_init_check.py RENDERED.yaml --mongosh PATH --service BINARY
+
+No cluster runs here, so this does what the `mongo` image's entrypoint does on a first
+start with an empty volume, against a local MongoDB stand-in with authentication on:
+creates the root user from MONGO_INITDB_ROOT_USERNAME/PASSWORD, then runs every script the
+StatefulSet mounts in /docker-entrypoint-initdb.d with the real `mongosh`, logged in as
+root, with exactly the environment the StatefulSet gives its container (Secret and
+ConfigMap keys resolved from the rendered objects). Then it proves that:
+
+- the service, started with the environment the Deployment gives it, logs in as the
+  application user the script created, and stores and lists documents;
+- that user can only touch its own database: writing elsewhere, reading elsewhere and
+  creating users are refused.
+
+It also measures one run of the command a mongosh readiness probe would run (wall and
+CPU time, peak RSS), the figure the StatefulSet's probes were chosen from.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+
+def resolve_env(docs, kind, container_name):
+    """A container's environment, as the kubelet would build it from the rendered objects."""
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+    def config(name):
+        return by_name[("ConfigMap", name)].get("data") or {}
+
+    def secret(name):
+        data = by_name[("Secret", name)].get("data") or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    workload = next(d for d in docs if d["kind"] == kind)
+    pod = workload["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == container_name)
+    env = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            env.update(config(source["configMapRef"]["name"]))
+        if "secretRef" in source:
+            env.update(secret(source["secretRef"]["name"]))
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]
+        if "configMapKeyRef" in ref:
+            env[item["name"]] = config(ref["configMapKeyRef"]["name"])[ref["configMapKeyRef"]["key"]]
+        elif "secretKeyRef" in ref:
+            env[item["name"]] = secret(ref["secretKeyRef"]["name"])[ref["secretKeyRef"]["key"]]
+    return env, pod, container, by_name
+
+
+def init_scripts(pod, container, by_name):
+    """The files the StatefulSet mounts at /docker-entrypoint-initdb.d: (name, text)."""
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/docker-entrypoint-initdb.d")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    data = by_name[("ConfigMap", volume["configMap"]["name"])]["data"]
+    return sorted(data.items())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Checks:
+    def __init__(self):
+        self.failed = []
+
+    def expect(self, ok, what):
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            self.failed.append(what)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rendered", type=Path)
+    parser.add_argument("--mongosh", required=True)
+    parser.add_argument("--service", required=True, help="the mongo-api binary to start")
+    args = parser.parse_args()
+    docs = [d for d in yaml.safe_load_all(args.rendered.read_text()) if d]
+    mongo_env, pod, container, by_name = resolve_env(docs, "StatefulSet", "mongo")
+    api_env, _, _, _ = resolve_env(docs, "Deployment", "api")
+    checks = Checks()
+
+    workdir = Path(tempfile.mkdtemp(prefix="mongo-init-check-"))
+    port = free_port()
+    processes = []
+    try:
+        mongo = subprocess.Popen(
+            ["secantusd-rs", "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(workdir / "db"),
+             "--auth", "--sync-on-commit", "--log-file-max", "16MB", "--cache-size", "128M"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        processes.append(mongo)
+        wait_for("the MongoDB stand-in", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+
+        def mongosh(uri, *extra, env=None):
+            return subprocess.run(
+                [args.mongosh, uri, "--quiet", "--norc", *extra],
+                capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120,
+            )
+
+        # What docker-entrypoint.sh does first: the root user, through the localhost exception.
+        root, root_pw = mongo_env["MONGO_INITDB_ROOT_USERNAME"], mongo_env["MONGO_INITDB_ROOT_PASSWORD"]
+        created = mongosh(
+            f"mongodb://127.0.0.1:{port}/admin",
+            "--eval", f"db.createUser({{user: {json.dumps(root)}, pwd: {json.dumps(root_pw)}, roles: ['root']}})",
+        )
+        checks.expect(created.returncode == 0, f"root user created ({created.stderr.strip()[:200]})")
+        # Then every init script, run by mongosh as root with the container's environment
+        # (the entrypoint runs `mongosh --host ... -u root -p ... --authenticationDatabase admin DB FILE`).
+        root_uri = f"mongodb://127.0.0.1:{port}/test?authSource=admin"
+        for name, text in init_scripts(pod, container, by_name):
+            script = workdir / name
+            script.write_text(text)
+            run = mongosh(root_uri, "-u", root, "-p", root_pw, str(script), env=mongo_env)
+            checks.expect(run.returncode == 0, f"{name} ran with mongosh ({(run.stdout + run.stderr).strip()[:200]})")
+
+        # The service, with the Deployment's environment, logs in as the application user.
+        http_port, management_port = free_port(), free_port()
+        service_env = {**api_env, "MONGO_HOST": "127.0.0.1", "MONGO_PORT": str(port), "BIND_ADDR": "127.0.0.1",
+                       "PORT": str(http_port), "MANAGEMENT_PORT": str(management_port)}
+        service = subprocess.Popen([args.service], env=service_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(service)
+        base = f"http://127.0.0.1:{http_port}"
+
+        def status(method, url, body=None):
+            request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+            except OSError:
+                return None, ""
+
+        wait_for("the service's readiness", lambda: status("GET", f"http://127.0.0.1:{management_port}/readyz")[0] == 200)
+        code, _ = status("POST", f"{base}/data", b'{"from":"init check"}')
+        checks.expect(code == 201, f"the service, logged in as {api_env['MONGO_USER']!r}, stores a document ({code})")
+        code, body = status("GET", f"{base}/data")
+        checks.expect(code == 200 and json.loads(body) == [{"from": "init check"}], f"and lists it ({code} {body[:80]})")
+
+        # The application user may touch its own database only.
+        app_uri = f"mongodb://127.0.0.1:{port}/{api_env['MONGO_DB']}?authSource={api_env.get('MONGO_AUTH_DB', 'admin')}"
+        login = ["-u", api_env["MONGO_USER"], "-p", api_env["MONGO_PASSWORD"]]
+        own = mongosh(app_uri, *login, "--eval", "db.data.countDocuments({})")
+        checks.expect(own.returncode == 0 and own.stdout.strip() == "1", f"the app user reads its own database ({own.stdout.strip()})")
+        for what, code in [
+            ("write another database", "db.getSiblingDB('other').x.insertOne({a: 1})"),
+            ("read another database", "db.getSiblingDB('admin').system.users.findOne()"),
+            ("create a user", "db.getSiblingDB('admin').createUser({user: 'x', pwd: 'y', roles: ['root']})"),
+        ]:
+            run = mongosh(app_uri, *login, "--eval", code)
+            refused = run.returncode != 0 and re.search(r"[Uu]nauthori[sz]ed|not authorized|requires authentication", run.stdout + run.stderr)
+            checks.expect(bool(refused), f"the app user may not {what} ({(run.stdout + run.stderr).strip()[:120]})")
+
+        # One run of what a mongosh readiness probe runs, inside the container, each period;
+        # measured in a process of its own, so that only this run counts.
+        probe = [args.mongosh, "--quiet", "--norc", f"mongodb://127.0.0.1:{port}", "--eval", "db.adminCommand('ping').ok"]
+        measure = (
+            "import resource, subprocess, sys, time; t = time.monotonic(); "
+            "out = subprocess.run(sys.argv[1:], capture_output=True, text=True).stdout.strip(); "
+            "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(out, time.monotonic() - t, r.ru_utime + r.ru_stime, r.ru_maxrss)"
+        )
+        out, wall, cpu, rss = subprocess.run(
+            [sys.executable, "-c", measure, *probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+        checks.expect(out == "1", "the mongosh ping answers 1")
+        print(f"mongosh readiness command: {float(wall):.2f} s wall, {float(cpu):.2f} s CPU, peak RSS {int(rss) // 1024} MiB")
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    if checks.failed:
+        print(f"{len(checks.failed)} check(s) failed")
+        sys.exit(1)
+    print("MongoDB init checks passed")
+
+
+if __name__ == "__main__":
+    main()

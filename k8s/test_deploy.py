@@ -5,6 +5,7 @@ cluster in the state each test sets up.
 Run: python3 -m unittest k8s/test_deploy.py (from the repository root, or inside k8s/).
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -145,6 +146,28 @@ class Deploy(unittest.TestCase):
         finally:
             if made:
                 secrets.unlink()
+
+    @unittest.skipUnless(
+        shutil.which("just") and (ROOT / "target/x86_64-unknown-linux-musl/release/mongo-api").exists(),
+        "needs just and a static build",
+    )
+    def test_the_image_tag_names_the_commit_and_marks_a_dirty_tree_with_the_binary_digest(self):
+        tag = subprocess.run(
+            ["just", "image-tag", "amd64"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        self.assertTrue(tag.startswith(f"0.1.0-{commit}"), tag)
+        if dirty:
+            binary = (ROOT / "target/x86_64-unknown-linux-musl/release/mongo-api").read_bytes()
+            digest = hashlib.sha256(binary).hexdigest()[:8]
+            self.assertEqual(tag, f"0.1.0-{commit}-dirty-{digest}")
+        else:
+            self.assertEqual(tag, f"0.1.0-{commit}")
 
     def test_undeploy_deletes_the_namespace_in_minikube_only(self):
         run, calls = self.deploy("undeploy")

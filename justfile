@@ -368,6 +368,14 @@ bench *args: build-static
     # reference's, not the project's tools'.
     [ -x target/bench-venv/bin/pip ] || { rm -rf target/bench-venv; just venv; python3 -m venv target/bench-venv; }
     target/bench-venv/bin/pip install --quiet --disable-pip-version-check -r bench/flask_ref/requirements.txt
+    if ! command -v wrk >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        echo "installing wrk (apt)"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+    fi
+    echo "building the axum peer (bench/peers/axum; the first build takes a few minutes)"
+    (cd bench/peers/axum && cargo build --release)
     image=()
     if docker image inspect {{image}} >/dev/null 2>&1; then image=(--image {{image}}); fi
-    ./target/release/bench suite --python target/bench-venv/bin/python "${image[@]}" --json target/bench.json
+    ./target/release/bench suite --python target/bench-venv/bin/python "${image[@]}"

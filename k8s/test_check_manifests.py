@@ -121,14 +121,14 @@ class BrokenCopies(unittest.TestCase):
         self.broken(lambda d: api_container(d)["ports"][0].update({"containerPort": 8080}), "the binary listens on 5000")
 
     def test_memory_limit_below_the_budget_and_connections(self):
-        self.broken(lambda d: api_container(d)["resources"]["limits"].update({"memory": "48Mi"}), "memory limit 48.0 MiB < REQUEST_MEMORY_MIB 32")
+        self.broken(lambda d: api_container(d)["resources"]["limits"].update({"memory": "48Mi"}), "memory limit 48.0 MiB < REQUEST_MEMORY_MIB 48")
 
     def test_request_memory_raised_without_the_limit(self):
         def change(d):
             for e in api_container(d)["env"]:
                 if e["name"] == "REQUEST_MEMORY_MIB":
-                    e["value"] = "64"
-        self.broken(change, "REQUEST_MEMORY_MIB 64")
+                    e["value"] = "96"
+        self.broken(change, "REQUEST_MEMORY_MIB 96")
 
     def test_a_pod_breaking_the_restricted_standard(self):
         self.broken(

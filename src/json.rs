@@ -37,6 +37,13 @@ pub enum BodyError {
     NoMemory,
 }
 
+/// The capacity a buffer of `capacity` grows to when it needs `needed`: doubling, so that
+/// many small appends cost little copying, but never more than 1 MiB beyond what is
+/// needed, since everything asked for is counted against the memory budget.
+fn grown(capacity: usize, needed: usize) -> usize {
+    needed.max((capacity * 2).min(needed + 1024 * 1024))
+}
+
 /// Spare room left at the end of every converted document, so that an `_id` element
 /// (type, name, ObjectId: 17 bytes) can be put in front without growing the buffer.
 pub const ID_ROOM: usize = 17;
@@ -120,7 +127,7 @@ impl<'h> Writer<'h> {
         if needed <= self.out.capacity() {
             return Ok(());
         }
-        let capacity = needed.max(self.out.capacity() * 2).max(64);
+        let capacity = grown(self.out.capacity(), needed).max(64);
         if !self.ask(capacity + self.key_sets) {
             return Err(BodyError::NoMemory);
         }
@@ -459,7 +466,7 @@ impl<'o, 'r> JsonOut<'o, 'r> {
         if needed <= self.out.capacity() {
             return Ok(());
         }
-        let capacity = needed.max(self.out.capacity() * 2);
+        let capacity = grown(self.out.capacity(), needed);
         if !(self.room)(capacity) {
             return Err(EncodeError::NoMemory);
         }

@@ -104,7 +104,7 @@ pub struct HttpSettings {
     /// converted and written, listing batches and pages. A request that cannot get its
     /// share within QUEUE_TIMEOUT_MS is answered 503 with Retry-After. Size the container's
     /// memory limit from it (README, "Memory")
-    #[arg(long, env = "REQUEST_MEMORY_MIB", default_value_t = 32,
+    #[arg(long, env = "REQUEST_MEMORY_MIB", default_value_t = 48,
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub request_memory_mib: u64,
 

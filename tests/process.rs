@@ -27,7 +27,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("WORKERS", "16"),
     ("MAX_BODY_BYTES", "1048576"),
     ("MAX_CONNECTIONS", "1024"),
-    ("REQUEST_MEMORY_MIB", "32"),
+    ("REQUEST_MEMORY_MIB", "48"),
     ("KEEP_ALIVE_TIMEOUT_SECS", "5"),
     ("REQUEST_TIMEOUT_SECS", "10"),
     ("RESPONSE_TIMEOUT_SECS", "60"),

@@ -1,28 +1,35 @@
-//! `just bench`: every scenario against the service, its floors and the Flask reference,
-//! on one MongoDB stand-in, one after the other on this machine; then the table.
+//! `just bench`: every scenario against the service, the axum peer, the floors and the
+//! Flask reference, on one MongoDB stand-in, one after the other on this machine; then
+//! the table and the plot.
+//!
+//! Throughput is measured by `wrk` (a C load generator on epoll, which a Rust service
+//! cannot outrun on the same machine), the service and the axum peer alternating round
+//! after round, the median counting. What wrk cannot do stays with this crate's own load
+//! generator (`bench run`): the mixed read/write scenario, the driver floors, a steady
+//! rate; its ceiling (its rate against a trivial server, next to wrk's) is reported too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::{self, Report, Scenario, Spec};
+use crate::load::{self, Scenario, Spec};
 use crate::procs::{free_port, wait_for_200, wait_for_port, Proc};
-use crate::report::{scenario_name, thousands};
+use crate::report::thousands;
 use crate::targets::{preload, Driver, Http};
 
 #[derive(clap::Args)]
 pub struct SuiteArgs {
     /// Measured seconds per run
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Unmeasured seconds before each run
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
     /// Concurrent connections (and driver threads for the floors)
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Runs of the service and of the axum peer per scenario (alternating; the median counts)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Requests in the mixed scenario (a fixed count, so every server ends with the same
     /// collection size)
     #[arg(long, default_value_t = 5000)]
@@ -33,6 +40,9 @@ pub struct SuiteArgs {
         default_value = "target/x86_64-unknown-linux-musl/release/mongo-api"
     )]
     service: PathBuf,
+    /// The axum peer's binary (bench/peers/axum)
+    #[arg(long, default_value = "bench/peers/axum/target/release/axum-peer")]
+    axum: PathBuf,
     /// Python with Flask, pymongo and gunicorn installed
     #[arg(long, default_value = "python3")]
     python: PathBuf,
@@ -40,17 +50,17 @@ pub struct SuiteArgs {
     #[arg(long, default_value = "bench/flask_ref")]
     flask_dir: PathBuf,
     /// gunicorn worker counts to measure
-    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    #[arg(long, value_delimiter = ',', default_value = "2,4")]
     gunicorn_workers: Vec<usize>,
     /// Image whose size to report, if Docker can see it
     #[arg(long)]
     image: Option<String>,
-    /// Runs of the service and of its floor per scenario (alternating; the median counts)
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
     /// Write every measurement as JSON to this file
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[arg(long, default_value = "target/bench.json")]
+    json: PathBuf,
+    /// Write the plot (SVG) to this file
+    #[arg(long, default_value = "target/bench.svg")]
+    svg: PathBuf,
 }
 
 struct Server {
@@ -59,36 +69,72 @@ struct Server {
     process: Proc,
 }
 
+/// One wrk run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wrk {
+    pub requests_per_second: f64,
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Non-2xx answers, and socket errors (connect, read, write, timeout).
+    pub errors: u64,
+}
+
 #[derive(Serialize)]
 struct Row {
     scenario: String,
-    documents: Option<u64>,
-    service: Report,
-    floor: Option<Report>,
-    flask: Report,
-    gunicorn: Vec<(usize, Report)>,
-    service_cpu_seconds_per_1000: Option<f64>,
+    service: Wrk,
+    axum: Wrk,
+    floor: Option<(String, f64)>,
+    flask: Wrk,
+    gunicorn: Vec<(usize, Wrk)>,
+    /// CPU time per request, over every round, in microseconds.
+    service_cpu_us: f64,
+    axum_cpu_us: f64,
 }
 
 #[derive(Serialize)]
 struct Footprint {
-    idle_rss_mib: f64,
-    peak_rss_mib: f64,
+    service_idle_rss_mib: f64,
+    service_peak_rss_mib: f64,
+    axum_peak_rss_mib: f64,
     start_to_ready_ms: f64,
     image_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
 struct Results {
+    machine: String,
     rows: Vec<Row>,
+    mixed: Vec<(String, f64, u64)>,
+    load_generator_ceiling: (f64, f64),
     footprint: Footprint,
 }
 
 const DB: &str = "bench";
 const USER: &str = "bench";
+const POST_SCRIPT: &str = r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, '{"name":"bench","n":' .. n .. ',"tags":["a","b"],"ok":true}')
+end
+"#;
+
+/// The scenarios wrk measures: name, path, documents in the collection (`None`: emptied
+/// and left to grow), POST or not.
+const SCENARIOS: [(&str, &str, Option<u64>, bool); 4] = [
+    ("GET /", "/", None, false),
+    ("GET /data, 100 documents", "/data", Some(100), false),
+    ("POST /data", "/data", Some(0), true),
+    ("GET /data, 10,000 documents", "/data", Some(10_000), false),
+];
 
 pub fn run(args: &SuiteArgs) -> Result<(), String> {
     let logs = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let post = logs.path().join("post.lua");
+    std::fs::write(&post, POST_SCRIPT).map_err(|e| e.to_string())?;
     let password = format!("bench-{}", std::process::id());
 
     let mongo_port = free_port();
@@ -120,24 +166,27 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
     ];
 
     // The service, timed from exec to its first 200 on /readyz.
-    let port = free_port();
+    let (port, management) = (free_port(), free_port());
     let mut cmd = Command::new(&args.service);
     cmd.envs(mongo_env.iter().cloned())
         .env("PORT", port.to_string())
+        .env("MANAGEMENT_PORT", management.to_string())
         .env("BIND_ADDR", "127.0.0.1");
-    let url = format!("http://127.0.0.1:{port}");
-    let service = Proc::spawn("service", cmd, logs.path())?;
-    let start_to_ready = wait_for_200(&format!("{url}/readyz"), Duration::from_secs(20))?;
+    let process = Proc::spawn("service", cmd, logs.path())?;
+    let start_to_ready = wait_for_200(
+        &format!("http://127.0.0.1:{management}/readyz"),
+        Duration::from_secs(20),
+    )?;
     std::thread::sleep(Duration::from_secs(1));
-    let idle_rss = service.rss_kib().unwrap_or(0);
+    let idle_rss = process.rss_kib().unwrap_or(0);
     let service = Server {
         name: "mongo-api".into(),
-        url,
-        process: service,
+        url: format!("http://127.0.0.1:{port}"),
+        process,
     };
-
+    let axum = start_axum(args, &uri, logs.path())?;
     let floor = start_floor(logs.path())?;
-    let flask = start_python(args, "flask-run", logs.path(), &mongo_env, |cmd, port| {
+    let flask = start_python(args, "flask run", logs.path(), &mongo_env, |cmd, port| {
         cmd.args([
             "-m",
             "flask",
@@ -153,135 +202,228 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
     })?;
     let mut gunicorns = Vec::new();
     for &workers in &args.gunicorn_workers {
-        gunicorns.push((
-            workers,
-            start_python(
-                args,
-                &format!("gunicorn-{workers}"),
-                logs.path(),
-                &mongo_env,
-                |cmd, port| {
-                    cmd.args([
-                        "-m",
-                        "gunicorn",
-                        "--workers",
-                        &workers.to_string(),
-                        "--bind",
-                    ])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("app:app");
-                },
-            )?,
-        ));
+        let server = start_python(
+            args,
+            &format!("gunicorn -w{workers}"),
+            logs.path(),
+            &mongo_env,
+            |cmd, port| {
+                cmd.args([
+                    "-m",
+                    "gunicorn",
+                    "--workers",
+                    &workers.to_string(),
+                    "--bind",
+                ])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("app:app");
+            },
+        )?;
+        gunicorns.push((workers, server));
     }
     let driver = Driver::connect(&uri, DB, args.connections).map_err(|e| e.to_string())?;
 
-    let spec = |scenario, requests| Spec {
-        scenario,
-        connections: args.connections,
-        duration: Duration::from_secs_f64(args.duration),
-        requests,
-        warmup: Duration::from_secs_f64(args.warmup),
-        rate: None,
-    };
-    let plans: [(Scenario, Option<u64>, Option<u64>); 5] = [
-        (Scenario::Root, None, None),
-        (Scenario::Insert, Some(0), None),
-        (Scenario::List, Some(100), None),
-        (Scenario::List, Some(10_000), None),
-        (Scenario::Mixed, Some(100), Some(args.mixed_requests)),
-    ];
     let mut rows = Vec::new();
-    for (scenario, documents, requests) in plans {
-        let mut spec = spec(scenario, requests);
-        if requests.is_some() {
-            // Fixed work: let even the slowest server finish it.
-            spec.duration = Duration::from_secs(600);
-        }
-        let label = match documents {
-            Some(n) if scenario != Scenario::Insert => {
-                format!("{} ({} docs)", scenario_name(scenario), thousands(n))
-            }
-            _ => scenario_name(scenario).to_owned(),
-        };
+    for (label, path, documents, is_post) in SCENARIOS {
         eprintln!("== {label}");
-        let measure = |server: &Server| -> Result<Report, String> {
+        let script = is_post.then_some(post.as_path());
+        let measure = |server: &Server| -> Result<Wrk, String> {
             if let Some(n) = documents {
                 preload(&uri, DB, n).map_err(|e| e.to_string())?;
             }
-            eprintln!("   {}", server.name);
-            let mut report = load::run(&Http::new(&server.url), &spec);
-            report.target = server.name.clone();
-            Ok(report)
+            let result = wrk(&format!("{}{path}", server.url), args, script)?;
+            eprintln!(
+                "   {:<16} {:>9.0} req/s",
+                server.name, result.requests_per_second
+            );
+            Ok(result)
         };
-        let run_floor = || -> Result<Option<Report>, String> {
-            match scenario {
-                Scenario::Root => measure(&floor).map(Some),
-                Scenario::Insert | Scenario::List => {
-                    if let Some(n) = documents {
-                        preload(&uri, DB, n).map_err(|e| e.to_string())?;
-                    }
-                    eprintln!("   driver floor");
-                    let mut report = load::run(&driver, &spec);
-                    report.target = "driver floor".into();
-                    Ok(Some(report))
-                }
-                Scenario::Mixed => Ok(None),
-            }
-        };
-        // The service and its floor in alternating order, round after round: on a noisy
-        // machine the median of each is what to compare.
-        let mut service_runs = Vec::new();
-        let mut floor_runs = Vec::new();
-        let (mut cpu, mut answered) = (0.0, 0);
+        let (mut service_runs, mut axum_runs) = (Vec::new(), Vec::new());
+        let (mut service_cpu, mut axum_cpu) = (0.0, 0.0);
         for round in 0..args.rounds {
-            if round % 2 == 1 {
-                floor_runs.extend(run_floor()?);
-            }
-            let before = service.process.cpu_seconds().unwrap_or(0.0);
-            let report = measure(&service)?;
-            cpu += service.process.cpu_seconds().unwrap_or(0.0) - before;
-            answered += report.requests_total;
-            service_runs.push(report);
-            if round % 2 == 0 {
-                floor_runs.extend(run_floor()?);
+            // Alternating which goes first, so that neither always follows the other.
+            let order: [&Server; 2] = if round % 2 == 0 {
+                [&service, &axum]
+            } else {
+                [&axum, &service]
+            };
+            for server in order {
+                let before = server.process.cpu_seconds().unwrap_or(0.0);
+                let result = measure(server)?;
+                let used = server.process.cpu_seconds().unwrap_or(0.0) - before;
+                if std::ptr::eq(server, &service) {
+                    service_cpu += used / result.requests.max(1) as f64;
+                    service_runs.push(result);
+                } else {
+                    axum_cpu += used / result.requests.max(1) as f64;
+                    axum_runs.push(result);
+                }
             }
         }
-        let service_report = median(service_runs);
-        let floor_report = (!floor_runs.is_empty()).then(|| median(floor_runs));
-        let cpu = (answered > 0).then(|| cpu / answered as f64 * 1000.0);
-        let flask_report = measure(&flask)?;
-        let mut gunicorn_reports = Vec::new();
+        let floor_rate = match (path, documents) {
+            ("/", _) => Some(("tiny_http".to_owned(), measure(&floor)?.requests_per_second)),
+            (_, Some(n)) => {
+                preload(&uri, DB, n).map_err(|e| e.to_string())?;
+                let scenario = if is_post {
+                    Scenario::Insert
+                } else {
+                    Scenario::List
+                };
+                let report = load::run(&driver, &spec(args, scenario, None));
+                Some(("driver".to_owned(), report.requests_per_second))
+            }
+            _ => None,
+        };
+        let flask_result = measure(&flask)?;
+        let mut gunicorn_results = Vec::new();
         for (workers, server) in &gunicorns {
-            gunicorn_reports.push((*workers, measure(server)?));
+            gunicorn_results.push((*workers, measure(server)?));
         }
         rows.push(Row {
-            scenario: label,
-            documents: documents.filter(|_| scenario != Scenario::Insert),
-            service: service_report,
-            floor: floor_report,
-            flask: flask_report,
-            gunicorn: gunicorn_reports,
-            service_cpu_seconds_per_1000: cpu,
+            scenario: label.to_owned(),
+            service: median(service_runs),
+            axum: median(axum_runs),
+            floor: floor_rate,
+            flask: flask_result,
+            gunicorn: gunicorn_results,
+            service_cpu_us: service_cpu / args.rounds as f64 * 1e6,
+            axum_cpu_us: axum_cpu / args.rounds as f64 * 1e6,
         });
     }
 
-    let footprint = Footprint {
-        idle_rss_mib: idle_rss as f64 / 1024.0,
-        peak_rss_mib: service.process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
-        start_to_ready_ms: start_to_ready.as_secs_f64() * 1000.0,
-        image_bytes: args.image.as_deref().and_then(image_size),
-    };
-    let results = Results { rows, footprint };
-    print_tables(&results, args);
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    // What wrk cannot do: a fixed mix of reads and writes, with this crate's generator.
+    eprintln!("== GET /data + 10 % POST (bench run)");
+    let mut mixed = Vec::new();
+    for server in [&service, &axum, &flask] {
+        preload(&uri, DB, 100).map_err(|e| e.to_string())?;
+        let mut spec = spec(args, Scenario::Mixed, Some(args.mixed_requests));
+        spec.duration = Duration::from_secs(600);
+        let report = load::run(&Http::new(&server.url), &spec);
+        eprintln!(
+            "   {:<16} {:>9.0} req/s",
+            server.name, report.requests_per_second
+        );
+        mixed.push((
+            server.name.clone(),
+            report.requests_per_second,
+            report.errors(),
+        ));
     }
+    // That generator's own ceiling: its rate, and wrk's, against the trivial server.
+    let ours = load::run(&Http::new(&floor.url), &spec(args, Scenario::Root, None));
+    let theirs = wrk(&format!("{}/", floor.url), args, None)?;
+    let ceiling = (ours.requests_per_second, theirs.requests_per_second);
+
+    let results = Results {
+        machine: machine(),
+        rows,
+        mixed,
+        load_generator_ceiling: ceiling,
+        footprint: Footprint {
+            service_idle_rss_mib: idle_rss as f64 / 1024.0,
+            service_peak_rss_mib: service.process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+            axum_peak_rss_mib: axum.process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+            start_to_ready_ms: start_to_ready.as_secs_f64() * 1000.0,
+            image_bytes: args.image.as_deref().and_then(image_size),
+        },
+    };
+    print_tables(&results, args);
+    std::fs::write(&args.svg, plot(&results))
+        .map_err(|e| format!("{}: {e}", args.svg.display()))?;
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&args.json, json).map_err(|e| format!("{}: {e}", args.json.display()))?;
+    eprintln!("wrote {} and {}", args.json.display(), args.svg.display());
     Ok(())
 }
 
-fn start_floor(logs: &std::path::Path) -> Result<Server, String> {
+fn spec(args: &SuiteArgs, scenario: Scenario, requests: Option<u64>) -> Spec {
+    Spec {
+        scenario,
+        connections: args.connections,
+        duration: Duration::from_secs(args.duration),
+        requests,
+        warmup: Duration::from_secs(2),
+        rate: None,
+    }
+}
+
+/// Runs wrk (2 threads, the connections, the duration) and reads its summary.
+fn wrk(url: &str, args: &SuiteArgs, script: Option<&Path>) -> Result<Wrk, String> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{}", args.connections),
+        &format!("-d{}s", args.duration),
+        "--latency",
+    ]);
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let output = cmd.arg(url).output().map_err(|e| format!("wrk: {e}"))?;
+    parse_wrk(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Reads wrk's text summary: requests, requests per second, latency percentiles, errors.
+pub fn parse_wrk(text: &str) -> Result<Wrk, String> {
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let ms = |value: &str| -> Option<f64> {
+        let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = number.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let rate = field("Requests/sec:").and_then(|v| v.parse().ok());
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    let (Some(rate), Some(requests)) = (rate, requests) else {
+        return Err(format!("cannot read wrk's output:\n{text}"));
+    };
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let socket: u64 = field("Socket errors:")
+        .map(|v| {
+            v.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(Wrk {
+        requests_per_second: rate,
+        requests,
+        p50_ms: field("50%").and_then(ms).unwrap_or(0.0),
+        p99_ms: field("99%").and_then(ms).unwrap_or(0.0),
+        errors: non_2xx + socket,
+    })
+}
+
+fn start_axum(args: &SuiteArgs, uri: &str, logs: &Path) -> Result<Server, String> {
+    let port = free_port();
+    let mut cmd = Command::new(&args.axum);
+    cmd.env("MONGODB_URI", uri).env("PORT", port.to_string());
+    let process = Proc::spawn("axum", cmd, logs)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_200(&format!("{url}/"), Duration::from_secs(20))?;
+    Ok(Server {
+        name: "axum peer".into(),
+        url,
+        process,
+    })
+}
+
+fn start_floor(logs: &Path) -> Result<Server, String> {
     let port = free_port();
     let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
     cmd.args(["floor-http", "--port", &port.to_string()]);
@@ -298,7 +440,7 @@ fn start_floor(logs: &std::path::Path) -> Result<Server, String> {
 fn start_python(
     args: &SuiteArgs,
     name: &str,
-    logs: &std::path::Path,
+    logs: &Path,
     env: &[(&str, String)],
     configure: impl FnOnce(&mut Command, u16),
 ) -> Result<Server, String> {
@@ -313,10 +455,11 @@ fn start_python(
     let mut cmd = Command::new(python);
     cmd.current_dir(&args.flask_dir).envs(env.iter().cloned());
     configure(&mut cmd, port);
-    let process = Proc::spawn(name, cmd, logs)?;
+    let log_name = name.replace(' ', "-");
+    let process = Proc::spawn(&log_name, cmd, logs)?;
     let url = format!("http://127.0.0.1:{port}");
     wait_for_200(&format!("{url}/"), Duration::from_secs(30))
-        .map_err(|e| format!("{name}: {e} (see {}/{name}.log)", logs.display()))?;
+        .map_err(|e| format!("{name}: {e} (see {}/{log_name}.log)", logs.display()))?;
     Ok(Server {
         name: name.to_owned(),
         url,
@@ -332,19 +475,8 @@ fn image_size(image: &str) -> Option<u64> {
     String::from_utf8(output.stdout).ok()?.trim().parse().ok()
 }
 
-/// The run with the median throughput.
-fn median(mut runs: Vec<Report>) -> Report {
-    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
-    let middle = runs.len() / 2;
-    runs.swap_remove(middle)
-}
-
-fn ratio(a: &Report, b: &Report) -> f64 {
-    a.requests_per_second / b.requests_per_second.max(1e-9)
-}
-
-fn print_tables(results: &Results, args: &SuiteArgs) {
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
             c.lines()
@@ -355,10 +487,21 @@ fn print_tables(results: &Results, args: &SuiteArgs) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
+    format!("{cores} cores, {model}")
+}
+
+/// The run with the median throughput.
+fn median(mut runs: Vec<Wrk>) -> Wrk {
+    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
+fn print_tables(results: &Results, args: &SuiteArgs) {
     println!();
     println!(
-        "{} connections, {} s per run after {} s warm-up, one machine ({cores} cores, {machine}), SecantusDB with --auth --sync-on-commit",
-        args.connections, args.duration, args.warmup
+        "wrk -t2 -c{} -d{}s, {} rounds alternating (medians), one machine ({}), SecantusDB with --auth --sync-on-commit",
+        args.connections, args.duration, args.rounds, results.machine
     );
     println!();
     let gunicorn_heads: String = args
@@ -366,63 +509,179 @@ fn print_tables(results: &Results, args: &SuiteArgs) {
         .iter()
         .map(|w| format!(" gunicorn -w{w} |"))
         .collect();
-    println!("| Scenario | mongo-api req/s | p99 ms | floor req/s | of floor | flask run | ×flask |{gunicorn_heads} ×best gunicorn | errors |");
     let gunicorn_rule: String = args.gunicorn_workers.iter().map(|_| "---:|").collect();
+    println!("| Scenario | mongo-api req/s | axum peer req/s | × axum | p99 ms (ours / axum) | floor req/s | flask run |{gunicorn_heads} × best Flask | errors |");
     println!("|---|---:|---:|---:|---:|---:|---:|{gunicorn_rule}---:|---:|");
     for row in &results.rows {
-        let floor = row.floor.as_ref();
-        let best = row
+        let best_flask = row
             .gunicorn
             .iter()
-            .map(|(_, r)| r)
-            .max_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+            .map(|(_, r)| r.requests_per_second)
+            .fold(row.flask.requests_per_second, f64::max);
         let gunicorn_cells: String = row
             .gunicorn
             .iter()
-            .map(|(_, r)| format!(" {:.0} |", r.requests_per_second))
+            .map(|(_, r)| format!(" {} |", thousands(r.requests_per_second as u64)))
             .collect();
-        let errors = row.service.errors()
-            + row.flask.errors()
-            + row.gunicorn.iter().map(|(_, r)| r.errors()).sum::<u64>()
-            + floor.map_or(0, |f| f.errors());
+        let errors = row.service.errors
+            + row.axum.errors
+            + row.flask.errors
+            + row.gunicorn.iter().map(|(_, r)| r.errors).sum::<u64>();
         println!(
-            "| {} | {:.0} | {:.1} | {} | {} | {:.0} | {:.1} |{gunicorn_cells} {} | {} |",
+            "| {} | {} | {} | {:.2} | {:.1} / {:.1} | {} | {} |{gunicorn_cells} {:.1} | {errors} |",
             row.scenario,
-            row.service.requests_per_second,
-            row.service.latency.p99_ms,
-            floor.map_or("–".into(), |f| format!("{:.0}", f.requests_per_second)),
-            floor.map_or("–".into(), |f| format!(
-                "{:.0} %",
-                ratio(&row.service, f) * 100.0
-            )),
-            row.flask.requests_per_second,
-            ratio(&row.service, &row.flask),
-            best.map_or("–".into(), |b| format!("{:.1}", ratio(&row.service, b))),
-            errors
+            thousands(row.service.requests_per_second as u64),
+            thousands(row.axum.requests_per_second as u64),
+            row.service.requests_per_second / row.axum.requests_per_second.max(1e-9),
+            row.service.p99_ms,
+            row.axum.p99_ms,
+            row.floor
+                .as_ref()
+                .map_or("–".into(), |(what, rate)| format!(
+                    "{} ({what})",
+                    thousands(*rate as u64)
+                )),
+            thousands(row.flask.requests_per_second as u64),
+            row.service.requests_per_second / best_flask.max(1e-9),
+        );
+    }
+    println!();
+    println!("| | mongo-api | axum peer |");
+    println!("|---|---:|---:|");
+    for row in &results.rows {
+        println!(
+            "| CPU per request, {} | {:.1} µs | {:.1} µs |",
+            row.scenario, row.service_cpu_us, row.axum_cpu_us
         );
     }
     let f = &results.footprint;
-    println!();
-    println!("| mongo-api footprint | |");
-    println!("|---|---:|");
     println!(
-        "| RSS idle (after start, 1 s after ready) | {:.1} MiB |",
-        f.idle_rss_mib
+        "| Peak RSS, whole suite | {:.1} MiB | {:.1} MiB |",
+        f.service_peak_rss_mib, f.axum_peak_rss_mib
     );
-    println!("| RSS peak (whole suite) | {:.1} MiB |", f.peak_rss_mib);
     println!(
-        "| Start to `/readyz` = 200 | {:.0} ms |",
+        "| RSS idle (1 s after ready) | {:.1} MiB | |",
+        f.service_idle_rss_mib
+    );
+    println!(
+        "| Start to `/readyz` = 200 | {:.0} ms | |",
         f.start_to_ready_ms
     );
-    for row in &results.rows {
-        if let Some(cpu) = row.service_cpu_seconds_per_1000 {
-            println!(
-                "| CPU per 1,000 requests, {} | {:.3} s |",
-                row.scenario, cpu
+    if let Some(bytes) = f.image_bytes {
+        println!("| Image size | {:.2} MB | |", bytes as f64 / 1_000_000.0);
+    }
+    println!();
+    for (name, rate, errors) in &results.mixed {
+        println!("GET /data + 10 % POST ({} requests from 100 documents, bench run): {name} {rate:.0} req/s, {errors} errors", args.mixed_requests);
+    }
+    let (ours, theirs) = results.load_generator_ceiling;
+    println!(
+        "bench run's own ceiling: {ours:.0} req/s against the trivial server, where wrk makes {theirs:.0} ({:.0} %)",
+        ours / theirs.max(1e-9) * 100.0
+    );
+}
+
+/// Bars per scenario: the service beside the axum peer and the best Flask setup, each
+/// scenario scaled to its own largest value, the requests per second written on the bars.
+fn plot(results: &Results) -> String {
+    use std::fmt::Write as _;
+    const BAR: f64 = 28.0;
+    const GAP: f64 = 40.0;
+    const H: f64 = 240.0;
+    const TOP: f64 = 40.0;
+    let series = [
+        ("mongo-api", "#1f77b4"),
+        ("axum peer", "#ff7f0e"),
+        ("best Flask", "#7f7f7f"),
+    ];
+    let group = BAR * series.len() as f64 + GAP;
+    let width = 40.0 + group * results.rows.len() as f64;
+    let height = TOP + H + 70.0;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="20" y="20" font-size="13">Requests per second, each scenario scaled to its fastest (wrk, 16 connections)</text>"#
+    );
+    for (i, (name, color)) in series.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r#"<rect x="{:.0}" y="28" width="10" height="10" fill="{color}"/><text x="{:.0}" y="37">{name}</text>"#,
+            width - 330.0 + i as f64 * 110.0,
+            width - 316.0 + i as f64 * 110.0
+        );
+    }
+    for (g, row) in results.rows.iter().enumerate() {
+        let flask = row
+            .gunicorn
+            .iter()
+            .map(|(_, r)| r.requests_per_second)
+            .fold(row.flask.requests_per_second, f64::max);
+        let values = [
+            row.service.requests_per_second,
+            row.axum.requests_per_second,
+            flask,
+        ];
+        let top = values.iter().copied().fold(1e-9, f64::max);
+        let x0 = 30.0 + g as f64 * group;
+        for (i, (value, (_, color))) in values.iter().zip(series.iter()).enumerate() {
+            let h = value / top * H;
+            let x = x0 + i as f64 * BAR;
+            let y = TOP + H - h;
+            let _ = write!(
+                svg,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
+                BAR - 4.0,
+                x + (BAR - 4.0) / 2.0,
+                y - 3.0,
+                thousands(*value as u64)
             );
         }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">× axum {:.2}</text>"#,
+            x0 + BAR * 1.5,
+            TOP + H + 18.0,
+            row.scenario,
+            x0 + BAR * 1.5,
+            TOP + H + 34.0,
+            row.service.requests_per_second / row.axum.requests_per_second.max(1e-9)
+        );
     }
-    if let Some(bytes) = f.image_bytes {
-        println!("| Image size | {:.2} MB |", bytes as f64 / 1_000_000.0);
+    svg.push_str("</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 10s test @ http://127.0.0.1:5000/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   346.12us  201.57us  10.33ms   91.20%
+    Req/Sec    23.34k     1.83k   27.07k    70.50%
+  Latency Distribution
+     50%  304.00us
+     75%  383.00us
+     90%  487.00us
+     99%    1.12ms
+  464521 requests in 10.00s, 76.21MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  46438.31
+Transfer/sec:      7.62MB
+";
+
+    #[test]
+    fn reads_wrks_summary() {
+        let w = parse_wrk(WRK).unwrap();
+        assert_eq!(w.requests, 464_521);
+        assert!((w.requests_per_second - 46_438.31).abs() < 1e-6);
+        assert!((w.p50_ms - 0.304).abs() < 1e-9);
+        assert!((w.p99_ms - 1.12).abs() < 1e-9);
+        assert_eq!(w.errors, 7);
+        assert!(parse_wrk("nothing").is_err());
     }
 }

@@ -95,6 +95,11 @@ impl Handler {
                     ListingError::Store(e) => self.store_error(e),
                     ListingError::Encode(e) => encode_error(e),
                 })?;
+                // A listing that fits in one piece is sent as it is, with its length: no
+                // streaming, and the connection writes it in one go.
+                if first.last {
+                    return Ok(Reply::json(200, first.bytes).holding(first.memory));
+                }
                 Ok(Reply::new(
                     200,
                     super::reply::JSON,
@@ -252,17 +257,21 @@ impl JsonArrayStream {
 
     /// The next piece of the array.
     fn piece(&mut self) -> Result<Piece, ListingError> {
-        // Once the first piece is out, failing can only cut the connection: wait longer.
+        // Once the first piece is out, failing can only cut the connection: wait longer,
+        // and ahead of requests not yet admitted.
+        let memory = if self.started {
+            self.memory
+                .acquire_admitted(PIECE_RESERVE, MIDWAY_MEMORY_WAIT)
+        } else {
+            self.memory.acquire(PIECE_RESERVE, self.wait)
+        };
         let wait = if self.started {
             MIDWAY_MEMORY_WAIT
         } else {
             self.wait
         };
         self.started = true;
-        let mut memory = self
-            .memory
-            .acquire(PIECE_RESERVE, wait)
-            .ok_or(EncodeError::NoMemory)?;
+        let mut memory = memory.ok_or(EncodeError::NoMemory)?;
         let mut bytes = Vec::with_capacity(PIECE_RESERVE as usize);
         {
             let mut room = |capacity: usize| memory.resize(capacity as u64, wait);

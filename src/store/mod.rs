@@ -309,6 +309,7 @@ impl Store {
             cursor,
             batch: None,
             reserved: Some(memory),
+            exhausted: false,
             metrics: self.metrics.clone(),
         };
         stream.fetch()?;
@@ -409,6 +410,7 @@ pub struct DocumentStream {
     batch: Option<Batch>,
     /// Reserved for the next fetch.
     reserved: Option<Grant>,
+    exhausted: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -416,6 +418,8 @@ struct Batch {
     reply: RawBatch,
     documents: Vec<Range<usize>>,
     next: usize,
+    /// The server has no further batch (the cursor is closed).
+    last: bool,
     _memory: Grant,
 }
 
@@ -445,11 +449,16 @@ impl DocumentStream {
     fn fetch(&mut self) -> Result<bool, StoreError> {
         self.batch = None;
         loop {
+            // The server said its last batch was the last (cursor id 0): nothing to fetch,
+            // so nothing to reserve.
+            if self.exhausted {
+                return Ok(false);
+            }
             let memory = match self.reserved.take() {
                 Some(grant) => grant,
                 None => self
                     .budget
-                    .acquire(MAX_BATCH_BYTES, self.memory_wait)
+                    .acquire_admitted(MAX_BATCH_BYTES, self.memory_wait)
                     .ok_or(StoreError::Busy)?,
             };
             let next = block_on(&self.handle, self.timeout, async {
@@ -459,6 +468,7 @@ impl DocumentStream {
                 return Ok(false);
             };
             let batch = Batch::new(reply, memory)?;
+            self.exhausted = batch.last;
             if !batch.documents.is_empty() {
                 self.batch = Some(batch);
                 return Ok(true);
@@ -486,10 +496,16 @@ impl Batch {
             let start = bytes.as_ptr() as usize - base.as_ptr() as usize;
             documents.push(start..start + bytes.len());
         }
+        let last = reply
+            .as_raw_document()
+            .get_document("cursor")
+            .and_then(|cursor| cursor.get_i64("id"))
+            .is_ok_and(|id| id == 0);
         Ok(Batch {
             reply,
             documents,
             next: 0,
+            last,
             _memory: memory,
         })
     }

@@ -20,15 +20,24 @@ pub struct Budget {
 struct Inner {
     total: u64,
     state: Mutex<State>,
+    /// Where growing grants wait (rarely anyone).
     freed: Condvar,
 }
 
 #[derive(Default)]
 struct State {
     used: u64,
-    /// Tickets of the new grants waiting, in the order they asked.
-    queue: VecDeque<u64>,
+    /// The new grants waiting, in the order they asked; only the first may take.
+    queue: VecDeque<Waiter>,
     next_ticket: u64,
+    /// Grants waiting to grow.
+    growers: usize,
+}
+
+struct Waiter {
+    ticket: u64,
+    /// Each waiter has its own, so that a release wakes the one who may take, not all.
+    wake: Arc<Condvar>,
 }
 
 /// Part of a budget, returned when dropped.
@@ -42,6 +51,10 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn fits(&self, state: &State, amount: u64) -> bool {
+        state.used + amount <= self.total
+    }
+
     /// Takes `amount` more, waiting until `deadline` for it to be free, and, for a new
     /// grant (`queued`), for the grants asked before it.
     fn take(&self, amount: u64, deadline: Instant, queued: bool) -> bool {
@@ -49,42 +62,93 @@ impl Inner {
             return false;
         }
         let mut state = self.lock();
-        let ticket = state.next_ticket;
-        if queued {
-            state.next_ticket += 1;
-            state.queue.push_back(ticket);
+        if (!queued || state.queue.is_empty()) && self.fits(&state, amount) {
+            state.used += amount;
+            return true;
         }
+        if queued {
+            self.wait_in_line(state, amount, deadline)
+        } else {
+            self.wait_to_grow(state, amount, deadline)
+        }
+    }
+
+    fn wait_in_line(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        amount: u64,
+        deadline: Instant,
+    ) -> bool {
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        let wake = Arc::new(Condvar::new());
+        state.queue.push_back(Waiter {
+            ticket,
+            wake: wake.clone(),
+        });
         loop {
-            let turn = !queued || state.queue.front() == Some(&ticket);
-            if turn && state.used + amount <= self.total {
+            let first = state.queue.front().map(|w| w.ticket) == Some(ticket);
+            if first && self.fits(&state, amount) {
                 state.used += amount;
-                if queued {
-                    state.queue.pop_front();
-                    // The next in line may fit too.
-                    self.freed.notify_all();
-                }
+                state.queue.pop_front();
+                // The next in line may fit too.
+                self.wake(&state);
                 return true;
             }
             let now = Instant::now();
             if now >= deadline {
-                if queued {
-                    state.queue.retain(|t| *t != ticket);
-                    self.freed.notify_all();
-                }
+                state.queue.retain(|w| w.ticket != ticket);
+                self.wake(&state);
                 return false;
             }
-            state = self
-                .freed
+            state = wake
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
 
+    fn wait_to_grow(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        amount: u64,
+        deadline: Instant,
+    ) -> bool {
+        state.growers += 1;
+        let grown = loop {
+            if self.fits(&state, amount) {
+                state.used += amount;
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            state = self
+                .freed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        state.growers -= 1;
+        grown
+    }
+
+    /// Wakes whoever may take now: the first in line, and any grant waiting to grow.
+    fn wake(&self, state: &State) {
+        if let Some(first) = state.queue.front() {
+            first.wake.notify_one();
+        }
+        if state.growers > 0 {
+            self.freed.notify_all();
+        }
+    }
+
     fn give_back(&self, amount: u64) {
         if amount > 0 {
-            self.lock().used -= amount;
-            self.freed.notify_all();
+            let mut state = self.lock();
+            state.used -= amount;
+            self.wake(&state);
         }
     }
 }
@@ -114,6 +178,20 @@ impl Budget {
     pub fn acquire(&self, amount: u64, wait: Duration) -> Option<Grant> {
         self.inner
             .take(amount, Instant::now() + wait, true)
+            .then(|| Grant {
+                inner: self.inner.clone(),
+                amount,
+            })
+    }
+}
+
+impl Budget {
+    /// Like [`Budget::acquire`], for work already under way (the next batch of a listing
+    /// whose status is sent): it does not queue behind new grants, as growing a grant
+    /// does not, since finishing admitted work is what frees memory for the queue.
+    pub fn acquire_admitted(&self, amount: u64, wait: Duration) -> Option<Grant> {
+        self.inner
+            .take(amount, Instant::now() + wait, false)
             .then(|| Grant {
                 inner: self.inner.clone(),
                 amount,

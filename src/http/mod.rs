@@ -159,12 +159,18 @@ fn request_id(rq: &Request) -> String {
 /// `GET /`: the reference app's greeting, with the local time formatted like Python's
 /// `str(datetime.now())`.
 fn welcome() -> Reply {
-    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f");
-    Reply::new(
-        200,
-        "text/plain; charset=utf-8",
-        Body::Bytes(format!("Welcome to the Flask app! The current time is: {now}").into_bytes()),
-    )
+    use std::io::Write;
+    // The format, parsed once rather than for every request.
+    static FORMAT: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> =
+        std::sync::LazyLock::new(|| {
+            chrono::format::StrftimeItems::new("%Y-%m-%d %H:%M:%S%.6f")
+                .parse_to_owned()
+                .expect("a valid format")
+        });
+    let now = chrono::Local::now().format_with_items(FORMAT.iter());
+    let mut body = Vec::with_capacity(80);
+    let _ = write!(body, "Welcome to the Flask app! The current time is: {now}");
+    Reply::new(200, "text/plain; charset=utf-8", Body::Bytes(body))
 }
 
 fn split_target(url: &str) -> (&str, &str) {

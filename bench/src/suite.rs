@@ -445,10 +445,11 @@ fn start_python(
     configure: impl FnOnce(&mut Command, u16),
 ) -> Result<Server, String> {
     let port = free_port();
-    // A relative program path would be taken relative to the new working directory.
+    // A relative program path would be taken relative to the new working directory; made
+    // absolute without resolving links, since a virtual environment's python is a link
+    // that must be run by its own path to find its packages.
     let python = if args.python.components().count() > 1 {
-        std::fs::canonicalize(&args.python)
-            .map_err(|e| format!("{}: {e}", args.python.display()))?
+        std::path::absolute(&args.python).map_err(|e| format!("{}: {e}", args.python.display()))?
     } else {
         args.python.clone()
     };

@@ -156,6 +156,30 @@ impl Mongo {
         mongo
     }
 
+    /// With `TEST_MONGO_REPLICA_SET=NAME`, how the service connects: through a replica-set
+    /// URI (the driver discovers the set from the server and follows its primary), as on
+    /// a replica set run by the operator, instead of to the one named host directly.
+    pub fn replica_set_uri(&self, user: &str, password: &str, db: &str) -> Option<String> {
+        let set = std::env::var("TEST_MONGO_REPLICA_SET").ok()?;
+        let escape = |text: &str| -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        Some(format!(
+            "mongodb://{}:{}@{}:{}/{db}?authSource=admin&replicaSet={set}",
+            escape(user),
+            escape(password),
+            self.host,
+            self.port
+        ))
+    }
+
     /// A database name no other test uses.
     pub fn fresh_db(&self, name: &str) -> String {
         let db = super::unique_db(name);

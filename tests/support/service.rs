@@ -25,13 +25,19 @@ pub fn settings(mongo: &Mongo, db: &str) -> Settings {
     login_settings(mongo, db, &user, &password)
 }
 
-/// Settings connecting the service to `mongo` and database `db` as `user`.
+/// Settings connecting the service to `mongo` and database `db` as `user`: its host and
+/// port, or, with `TEST_MONGO_REPLICA_SET`, a replica-set URI.
 pub fn login_settings(mongo: &Mongo, db: &str, user: &str, password: &str) -> Settings {
     let mut settings = Settings::defaults();
-    settings.mongo.host = mongo.host.clone();
-    settings.mongo.port = mongo.port;
-    settings.mongo.user = Some(user.to_owned());
-    settings.mongo.password = Some(password.to_owned().into());
+    match mongo.replica_set_uri(user, password, db) {
+        Some(uri) => settings.mongo.uri = Some(uri.into()),
+        None => {
+            settings.mongo.host = mongo.host.clone();
+            settings.mongo.port = mongo.port;
+            settings.mongo.user = Some(user.to_owned());
+            settings.mongo.password = Some(password.to_owned().into());
+        }
+    }
     settings.mongo.db = Some(db.to_owned());
     settings.http.shutdown_grace_secs = 5;
     settings
@@ -274,6 +280,9 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Environment connecting the binary to `mongo` and `db` as root.
 pub fn mongo_env(mongo: &Mongo, db: &str) -> Vec<(&'static str, String)> {
     let (user, password) = mongo.root_credentials();
+    if let Some(uri) = mongo.replica_set_uri(&user, &password, db) {
+        return vec![("MONGODB_URI", uri), ("MONGO_DB", db.to_owned())];
+    }
     vec![
         ("MONGO_HOST", mongo.host.clone()),
         ("MONGO_PORT", mongo.port.to_string()),

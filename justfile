@@ -127,7 +127,7 @@ secrets:
     printf 'MONGO_ROOT_USER=root\nMONGO_ROOT_PASSWORD=%s\nMONGO_APP_USER=app\nMONGO_APP_PASSWORD=%s\n' "$(secret)" "$(secret)" >$file
     echo "wrote $file"
 
-# Deploy OVERLAY to Minikube (started if needed): MongoDB, the service (NodePort 30007), the HPA
+# Deploy OVERLAY (base, assignment, replicaset) to Minikube (started if needed): MongoDB, the service (NodePort 30007), the HPA
 deploy overlay="base": secrets
     #!/usr/bin/env bash
     set -euo pipefail
@@ -138,7 +138,7 @@ deploy overlay="base": secrets
     k8s/deploy.sh load $image
     k8s/deploy.sh apply {{overlay}} $image
 
-# Remove the deployment from Minikube, MongoDB's data included (the whole namespace)
+# Remove the deployment from Minikube: the whole namespace (MongoDB's data included), and the operator if installed
 undeploy:
     k8s/deploy.sh undeploy
 
@@ -160,10 +160,11 @@ check-k8s: deps-k8s secrets
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p target/k8s
-    for overlay in base overlays/assignment; do
+    for overlay in base overlays/assignment overlays/replicaset; do
         out=target/k8s/$(basename $overlay).yaml
         kubectl kustomize k8s/$overlay >$out
-        # The oldest Kubernetes `just deploy` accepts, the one it starts, the newest schemas.
+        # The oldest Kubernetes `just deploy` accepts, the one it starts, the newest schemas
+        # (it has no schema for MongoDBCommunity, and says so; check_manifests.py checks that).
         for version in {{kubernetes_versions}}; do
             {{venv}}/bin/kubernetes-validate --kubernetes-version $version --strict --quiet $out
         done

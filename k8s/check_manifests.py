@@ -28,6 +28,14 @@ check that things which refer to each other agree, nor enum values. This does:
                  capabilities dropped, seccomp, no host namespaces, ports or paths)
   memory         the API's memory limit covers REQUEST_MEMORY_MIB plus the process at rest,
                  its connections (MAX_CONNECTIONS) and a margin (the README's formula)
+  mongodb        a MongoDBCommunity resource (the replicaset overlay): an odd number of
+                 members, at least 3; a pinned version; every user's passwordSecretRef
+                 names a Secret and key that exist; mongod and the agent have requests
+                 and limits; a PDB keeps a majority of its pods (labelled app: NAME-svc
+                 by the operator). The connection-string Secret the operator writes per
+                 user (NAME-DB-USER, or connectionStringSecretName) counts as existing,
+                 and the user the API connects as through it has readWrite on the API's
+                 database (MONGO_DB) and no other role
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -133,12 +141,20 @@ class Checker:
     def containers(pod_spec):
         return (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or [])
 
+    def operator_members(self):
+        """The pods the MongoDB operator makes for each MongoDBCommunity: its labels for
+        them, and the part of their spec the resource overrides."""
+        for cr in self.objects("MongoDBCommunity"):
+            template = (cr.get("spec", {}).get("statefulSet") or {}).get("spec", {}).get("template") or {}
+            yield cr, {"app": f"{cr['metadata']['name']}-svc"}, template.get("spec") or {}
+
     def selects_pods(self, selector, namespace):
-        """Workloads in `namespace` whose pod labels match a matchLabels selector."""
+        """Workloads (or MongoDB replica sets) in `namespace` whose pod labels match a
+        matchLabels selector."""
         if not selector:
             return []
         return [
-            w for w, labels, _ in self.pod_templates()
+            w for w, labels, _ in [*self.pod_templates(), *self.operator_members()]
             if self.namespace(w) == namespace and all(labels.get(k) == v for k, v in selector.items())
         ]
 
@@ -157,6 +173,7 @@ class Checker:
         self.check_shutdown()
         self.check_memory()
         self.check_pod_security()
+        self.check_mongodb_community()
         return self.problems
 
     def check_selectors(self):
@@ -186,8 +203,23 @@ class Checker:
                     if peer_selector is not None and not self.selects_pods(peer_selector, self.namespace(n)):
                         self.problem("selectors", f"{self.name(n)} allows from {peer_selector}, which matches no pods")
 
+    def connection_string_secrets(self):
+        """The Secrets the operator writes, one per user of each MongoDBCommunity:
+        (namespace, name) -> (the resource, the user)."""
+        secrets = {}
+        for cr in self.objects("MongoDBCommunity"):
+            for user in cr.get("spec", {}).get("users") or []:
+                name = user.get("connectionStringSecretName") or f"{cr['metadata']['name']}-{user.get('db')}-{user.get('name')}"
+                namespace = user.get("connectionStringSecretNamespace") or self.namespace(cr)
+                secrets[(namespace, name)] = (cr, user)
+        return secrets
+
     def has_key(self, kind, name, key, namespace, where):
         obj = self.find(kind, name, namespace)
+        if obj is None and kind == "Secret" and (namespace, name) in self.connection_string_secrets():
+            if key is not None and key not in OPERATOR_SECRET_KEYS:
+                self.problem("references", f"{where}: the operator's Secret {name!r} has no key {key!r} (has {sorted(OPERATOR_SECRET_KEYS)})")
+            return
         if obj is None:
             self.problem("references", f"{where}: {kind} {name!r} does not exist")
             return
@@ -285,7 +317,7 @@ class Checker:
             self.problem("probes", f"{self.name(workload)} prometheus.io/path {annotations.get('prometheus.io/path')!r} is not served")
 
     def check_resources(self):
-        for w, _, pod in self.pod_templates():
+        for w, _, pod in [*self.pod_templates(), *self.operator_members()]:
             for c in self.containers(pod):
                 resources = c.get("resources") or {}
                 for section in ("requests", "limits"):
@@ -404,6 +436,77 @@ class Checker:
                 if any(p.get("hostPort") for p in c.get("ports") or []):
                     self.problem("security", f"{name} uses a host port")
 
+
+    def check_mongodb_community(self):
+        for cr, labels, pod in self.operator_members():
+            where, spec, ns = self.name(cr), cr.get("spec", {}), self.namespace(cr)
+            members = spec.get("members") or 0
+            if members < 3 or members % 2 == 0:
+                self.problem("mongodb", f"{where} has {members} members: a replica set that survives a member's loss needs an odd number, 3 or more")
+            if not re.fullmatch(r"\d+\.\d+\.\d+", str(spec.get("version"))):
+                self.problem("mongodb", f"{where} version {spec.get('version')!r} is not a pinned x.y.z")
+            for user in spec.get("users") or []:
+                ref = user.get("passwordSecretRef") or {}
+                self.has_key("Secret", ref.get("name"), ref.get("key", "password"), ns, f"{where} user {user.get('name')} password")
+            named = {c.get("name") for c in self.containers(pod)}
+            for container in ("mongod", "mongodb-agent"):
+                if container not in named:
+                    self.problem("resources", f"{where} sets no resources for its {container} container")
+            self.check_majority_kept(cr, labels, members)
+        self.check_api_user()
+
+    def check_majority_kept(self, cr, labels, members):
+        majority = members // 2 + 1
+        for p in self.objects("PodDisruptionBudget"):
+            spec = p.get("spec", {})
+            selector = spec.get("selector", {}).get("matchLabels") or {}
+            if self.namespace(p) != self.namespace(cr) or not selector or any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            if "minAvailable" in spec and isinstance(spec["minAvailable"], int) and spec["minAvailable"] >= majority:
+                return
+            if "maxUnavailable" in spec and isinstance(spec["maxUnavailable"], int) and members - spec["maxUnavailable"] >= majority:
+                return
+            self.problem("mongodb", f"{self.name(p)} lets a drain take {self.name(cr)} below a majority ({majority} of {members})")
+            return
+        self.problem("mongodb", f"no PodDisruptionBudget keeps a majority of {self.name(cr)}'s members up")
+
+    def check_api_user(self):
+        """The API reaching MongoDB through an operator's connection string connects as
+        that user: it must be able to write its database, and nothing more."""
+        secrets = self.connection_string_secrets()
+        for w, c in self.api_containers():
+            env = self.environment(w, c)
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
+                found = secrets.get((self.namespace(w), ref.get("name")))
+                if e.get("name") != "MONGODB_URI" or found is None:
+                    continue
+                cr, user = found
+                # Without MONGO_DB the service uses the URI's database: the operator
+                # writes the user's own (admin) there.
+                database = env.get("MONGO_DB") or user.get("db")
+                roles = {(r.get("name"), r.get("db")) for r in user.get("roles") or []}
+                where = f"{self.name(w)} connects as {self.name(cr)} user {user.get('name')!r}"
+                if ("readWrite", database) not in roles and ("dbOwner", database) not in roles:
+                    self.problem("mongodb", f"{where}, which cannot write {database!r} (roles {sorted(roles)})")
+                extra = roles - {("readWrite", database)}
+                if extra:
+                    self.problem("mongodb", f"{where}, which has more than readWrite on {database!r}: {sorted(extra)}")
+
+    def environment(self, workload, container):
+        """A container's plain environment: its ConfigMaps' data, then its own values."""
+        env = {}
+        for source in container.get("envFrom") or []:
+            ref = source.get("configMapRef")
+            found = ref and self.find("ConfigMap", ref.get("name"), self.namespace(workload))
+            env.update((found or {}).get("data") or {})
+        env.update({e.get("name"): e.get("value") for e in container.get("env") or [] if "value" in e})
+        return env
+
+
+# The keys of the Secret the operator writes for each user (the CRD's service-binding
+# annotations name them, as does its documentation).
+OPERATOR_SECRET_KEYS = {"connectionString.standard", "connectionString.standardSrv", "username", "password"}
 
 # Volume types the restricted Pod Security Standard allows.
 RESTRICTED_VOLUMES = {

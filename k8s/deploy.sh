@@ -6,12 +6,16 @@
 #   deploy.sh node-arch            the node's architecture (amd64 or arm64)
 #   deploy.sh load IMAGE           load an image built on the host into the node
 #   deploy.sh apply OVERLAY IMAGE  apply OVERLAY with the API's image set to IMAGE; wait
-#   deploy.sh undeploy             delete the namespace (MongoDB's volume included)
+#                                  (overlays/replicaset: install MongoDB's operator first,
+#                                  with Helm, and wait for the replica set to be Running)
+#   deploy.sh undeploy             delete the namespace (MongoDB's volumes included) and,
+#                                  if it was installed, the operator and its CRDs
 #   deploy.sh url                  the service's URL (the NodePort)
 #
 # Every kubectl call names the `minikube` context and every minikube call the `minikube`
 # profile, so whatever the current kubectl context is, nothing else is touched.
-# Needs only minikube and kubectl (and the Docker that built the image).
+# Needs minikube and kubectl (and the Docker that built the image); the replicaset
+# overlay also needs helm.
 set -euo pipefail
 
 PROFILE=${MINIKUBE_PROFILE:-minikube}
@@ -23,9 +27,16 @@ KUBERNETES_VERSION=v1.32.0
 # refused by older API servers, and silently dropped by 1.29.
 MIN_MINOR=30
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# MongoDB Controllers for Kubernetes (the operator of the replicaset overlay): its Helm
+# chart, pinned.
+OPERATOR_CHART=mongodb/mongodb-kubernetes
+OPERATOR_VERSION=1.11.1
+OPERATOR_REPO=https://mongodb.github.io/helm-charts
+OPERATOR_RELEASE=mongodb-kubernetes
 
 kubectl() { command kubectl --context "$CONTEXT" "$@"; }
 minikube() { command minikube -p "$PROFILE" "$@"; }
+helm() { command helm --kube-context "$CONTEXT" "$@"; }
 fail() { echo "deploy: $*" >&2; exit 1; }
 
 # CPUs and memory (MiB) a Minikube node needs for an overlay at its HPA's maximum, with
@@ -33,6 +44,8 @@ fail() { echo "deploy: $*" >&2; exit 1; }
 needs() {
     case "$1" in
         overlays/assignment) echo "4 4096" ;;  # 5 x 200m + 200m MongoDB + 1.1 > 2 CPUs
+        # 3 x (250m + 50m) members + 500m operator + 5 x 100m + 1.1; 3 x 640 MiB members
+        overlays/replicaset) echo "4 6144" ;;
         *) echo "2 3072" ;;                     # 5 x 100m + 250m MongoDB + 1.1 < 2 CPUs
     esac
 }
@@ -104,13 +117,41 @@ images:
     newName: ${image%%:*}
     newTag: ${image##*:}
 EOF
-    kubectl apply -k "$staging"
-    kubectl -n "$NAMESPACE" rollout status statefulset/mongo --timeout=300s
+    if [ "$overlay" = overlays/replicaset ]; then
+        operator
+        kubectl apply -k "$staging"
+        # The operator makes the members one by one, then the users; the API's Secret
+        # (its connection string) exists only then.
+        echo "waiting for the replica set (three members, one after another: minutes)"
+        kubectl -n "$NAMESPACE" wait mongodbcommunity/mongo --for=jsonpath='{.status.phase}'=Running --timeout=900s
+    else
+        kubectl apply -k "$staging"
+        kubectl -n "$NAMESPACE" rollout status statefulset/mongo --timeout=300s
+    fi
     kubectl -n "$NAMESPACE" rollout status deployment/mongo-api --timeout=180s
     echo "service: $(url)"
 }
 
+# Installs (or upgrades to) the pinned operator in the namespace, watching only it.
+operator() {
+    type -P helm >/dev/null || fail "the replicaset overlay installs MongoDB's operator with Helm: install helm 3 (https://helm.sh/docs/intro/install/)"
+    helm repo add mongodb "$OPERATOR_REPO" --force-update >/dev/null
+    echo "installing MongoDB Controllers for Kubernetes $OPERATOR_VERSION (Helm chart $OPERATOR_CHART)"
+    helm upgrade --install "$OPERATOR_RELEASE" "$OPERATOR_CHART" --version "$OPERATOR_VERSION" \
+        --namespace "$NAMESPACE" --create-namespace --wait --timeout 5m
+}
+
 undeploy() {
+    # The operator goes first, after the resource it reconciles, so nothing recreates
+    # what the namespace's deletion removes.
+    if kubectl get crd mongodbcommunity.mongodbcommunity.mongodb.com >/dev/null 2>&1; then
+        kubectl -n "$NAMESPACE" delete mongodbcommunity --all --ignore-not-found --wait
+    fi
+    if type -P helm >/dev/null && helm status "$OPERATOR_RELEASE" -n "$NAMESPACE" >/dev/null 2>&1; then
+        helm uninstall "$OPERATOR_RELEASE" -n "$NAMESPACE" --wait
+        # Helm leaves a chart's CRDs behind on purpose; these are the operator's alone.
+        kubectl get crd -o name | grep '\.mongodb\.com$' | while read -r crd; do kubectl delete "$crd"; done
+    fi
     kubectl delete namespace "$NAMESPACE" --ignore-not-found
 }
 
@@ -118,13 +159,21 @@ url() {
     minikube service -n "$NAMESPACE" mongo-api --url
 }
 
+# Overlays by their short names too: `just deploy replicaset`.
+overlay_path() {
+    case "$1" in
+        assignment | replicaset) echo "overlays/$1" ;;
+        *) echo "$1" ;;
+    esac
+}
+
 command=${1:-}
 shift || true
 case "$command" in
-    cluster) cluster "${1:-base}" ;;
+    cluster) cluster "$(overlay_path "${1:-base}")" ;;
     node-arch) node_arch ;;
     load) load "$1" ;;
-    apply) apply "$1" "$2" ;;
+    apply) apply "$(overlay_path "$1")" "$2" ;;
     undeploy) undeploy ;;
     url) url ;;
     *) fail "usage: deploy.sh cluster|node-arch|load|apply|undeploy|url" ;;

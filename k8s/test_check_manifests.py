@@ -46,7 +46,7 @@ def api_container(docs):
 
 class RealManifests(unittest.TestCase):
     def test_every_overlay_passes(self):
-        for overlay in ("base", "overlays/assignment"):
+        for overlay in ("base", "overlays/assignment", "overlays/replicaset"):
             with self.subTest(overlay=overlay):
                 self.assertEqual(check(render(overlay)), [])
 
@@ -58,18 +58,22 @@ class RealManifests(unittest.TestCase):
                 self.assertEqual(c["resources"], wanted, kind)
 
 
-class BrokenCopies(unittest.TestCase):
-    """Each test breaks one thing and expects the matching check to say so."""
+class Breaking(unittest.TestCase):
+    """Each test breaks one thing in `docs` and expects the matching check to say so."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.docs = render("base")
+    docs = []
 
     def broken(self, change, expected):
         docs = copy.deepcopy(self.docs)
         change(docs)
         problems = check(docs)
         self.assertTrue(any(expected in p for p in problems), f"expected {expected!r} in {problems}")
+
+
+class BrokenCopies(Breaking):
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("base")
 
     def test_workload_selector_not_matching_its_pods(self):
         def change(docs):
@@ -204,6 +208,68 @@ class BrokenCopies(unittest.TestCase):
 
     def test_grace_period_shorter_than_the_drain(self):
         self.broken(lambda d: one(d, "Deployment")["spec"]["template"]["spec"].update({"terminationGracePeriodSeconds": 10}), "shutdown:")
+
+
+
+class BrokenReplicaSet(Breaking):
+    """The same for the MongoDBCommunity resource of the replicaset overlay."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render("overlays/replicaset")
+
+    @staticmethod
+    def user(docs, name):
+        return next(u for u in one(docs, "MongoDBCommunity")["spec"]["users"] if u["name"] == name)
+
+    @staticmethod
+    def uri(docs):
+        return next(e for e in api_container(docs)["env"] if e["name"] == "MONGODB_URI")["valueFrom"]["secretKeyRef"]
+
+    def test_resource_outside_the_namespace_of_its_secrets(self):
+        self.broken(lambda d: one(d, "MongoDBCommunity")["metadata"].pop("namespace"), "Secret 'mongo-credentials' does not exist")
+
+    def test_password_key_that_does_not_exist(self):
+        self.broken(lambda d: self.user(d, "app")["passwordSecretRef"].update({"key": "password"}), "has no key 'password'")
+
+    def test_connection_string_secret_of_no_user(self):
+        self.broken(lambda d: self.uri(d).update({"name": "mongo-app-admin"}), "Secret 'mongo-app-admin' does not exist")
+
+    def test_connection_string_key_the_operator_does_not_write(self):
+        self.broken(lambda d: self.uri(d).update({"key": "connectionString"}), "has no key 'connectionString'")
+
+    def test_api_user_that_cannot_write_its_database(self):
+        self.broken(lambda d: self.user(d, "app").update({"roles": [{"name": "readWrite", "db": "app_db"}]}), "cannot write 'flask_db'")
+
+    def test_api_user_with_more_than_it_needs(self):
+        self.broken(lambda d: self.user(d, "app")["roles"].append({"name": "root", "db": "admin"}), "more than readWrite")
+
+    def test_api_without_mongo_db_uses_the_users_database(self):
+        self.broken(lambda d: one(d, "ConfigMap", "api-config")["data"].pop("MONGO_DB"), "cannot write 'admin'")
+
+    def test_even_number_of_members(self):
+        self.broken(lambda d: one(d, "MongoDBCommunity")["spec"].update({"members": 2}), "mongodb: MongoDBCommunity/mongo has 2 members")
+
+    def test_unpinned_version(self):
+        self.broken(lambda d: one(d, "MongoDBCommunity")["spec"].update({"version": "8.0"}), "is not a pinned")
+
+    def test_pdb_that_allows_losing_the_majority(self):
+        self.broken(lambda d: one(d, "PodDisruptionBudget", "mongo")["spec"].update({"minAvailable": 1}), "below a majority")
+
+    def test_member_container_without_resources(self):
+        def change(docs):
+            containers = one(docs, "MongoDBCommunity")["spec"]["statefulSet"]["spec"]["template"]["spec"]["containers"]
+            containers[:] = [c for c in containers if c["name"] != "mongodb-agent"]
+        self.broken(change, "no resources for its mongodb-agent")
+
+    def test_member_without_a_memory_limit(self):
+        def change(docs):
+            containers = one(docs, "MongoDBCommunity")["spec"]["statefulSet"]["spec"]["template"]["spec"]["containers"]
+            del containers[0]["resources"]["limits"]["memory"]
+        self.broken(change, "container mongod has no memory limit")
+
+    def test_network_policy_not_selecting_the_members(self):
+        self.broken(lambda d: one(d, "NetworkPolicy")["spec"]["podSelector"].update({"matchLabels": {"app": "mongo"}}), "matches no pods")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Tests the logic of k8s/deploy.sh (what `just deploy` runs) without a cluster: `minikube`
-and `kubectl` are stubs on PATH that record the commands they were given and answer as a
+"""Tests the logic of k8s/deploy.sh (what `just deploy` runs) without a cluster: `minikube`,
+`kubectl` and `helm` are stubs on PATH that record the commands they were given and answer as a
 cluster in the state each test sets up.
 
 Run: python3 -m unittest k8s/test_deploy.py (from the repository root, or inside k8s/).
@@ -38,6 +38,15 @@ STUB = textwrap.dedent(
           *"architecture"*) echo "$STUB_ARCH" ;;
           *" get daemonset calico-node "*) [ "$STUB_CALICO" = 1 ] ;;
           *" apply -k "*) dir=${args##* -k }; cat "${dir% }/kustomization.yaml" >>"$STUB_LOG" ;;
+          *" get crd -o name "*) [ "$STUB_OPERATOR" = 1 ] && printf '%s\n' \
+               customresourcedefinition.apiextensions.k8s.io/mongodbcommunity.mongodbcommunity.mongodb.com \
+               customresourcedefinition.apiextensions.k8s.io/certificates.cert-manager.io ;;
+          *" get crd "*) [ "$STUB_OPERATOR" = 1 ] ;;
+          *) true ;;
+        esac ;;
+      helm)
+        case "$args" in
+          *" status "*) [ "$STUB_OPERATOR" = 1 ] ;;
           *) true ;;
         esac ;;
     esac
@@ -48,7 +57,7 @@ STUB = textwrap.dedent(
 class Deploy(unittest.TestCase):
     def setUp(self):
         self.dir = Path(tempfile.mkdtemp())
-        for name in ("minikube", "kubectl"):
+        for name in ("minikube", "kubectl", "helm"):
             stub = self.dir / name
             stub.write_text(STUB)
             stub.chmod(0o755)
@@ -63,6 +72,7 @@ class Deploy(unittest.TestCase):
             "STUB_CPUS": "2",
             "STUB_ARCH": "arm64",
             "STUB_CALICO": "1",
+            "STUB_OPERATOR": "0",
         }
 
     def tearDown(self):
@@ -79,6 +89,8 @@ class Deploy(unittest.TestCase):
                 self.assertTrue(call.startswith("kubectl --context minikube "), call)
             if call.startswith("minikube "):
                 self.assertTrue(call.startswith("minikube -p minikube "), call)
+            if call.startswith("helm "):
+                self.assertTrue(call.startswith("helm --kube-context minikube "), call)
 
     def test_a_stopped_minikube_is_started_with_the_pinned_version_and_calico(self):
         run, calls = self.deploy("cluster", "base", running=0)
@@ -172,7 +184,60 @@ class Deploy(unittest.TestCase):
     def test_undeploy_deletes_the_namespace_in_minikube_only(self):
         run, calls = self.deploy("undeploy")
         self.assertEqual(run.returncode, 0, run.stderr)
-        self.assertEqual(calls, ["kubectl --context minikube delete namespace mongo-api --ignore-not-found"])
+        self.assertEqual(calls[-1], "kubectl --context minikube delete namespace mongo-api --ignore-not-found")
+        self.assertFalse([c for c in calls if "uninstall" in c or " delete " in c and "namespace" not in c], calls)
+        self.assert_only_minikube_touched(calls)
+
+    def test_undeploy_removes_the_replica_set_then_the_operator_and_its_crds_only(self):
+        run, calls = self.deploy("undeploy", operator=1)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        steps = [
+            "kubectl --context minikube -n mongo-api delete mongodbcommunity --all --ignore-not-found --wait",
+            "helm --kube-context minikube uninstall mongodb-kubernetes -n mongo-api --wait",
+            "kubectl --context minikube delete customresourcedefinition.apiextensions.k8s.io/mongodbcommunity.mongodbcommunity.mongodb.com",
+            "kubectl --context minikube delete namespace mongo-api --ignore-not-found",
+        ]
+        self.assertEqual([calls.index(step) for step in steps], sorted(calls.index(step) for step in steps), calls)
+        self.assertFalse([c for c in calls if "cert-manager" in c], calls)
+        self.assert_only_minikube_touched(calls)
+
+    def test_the_replicaset_overlay_by_its_short_name_needs_four_cpus(self):
+        run, _ = self.deploy("cluster", "replicaset", cpus=2)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("overlays/replicaset needs 4", run.stderr)
+
+    @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
+    def test_the_replicaset_overlay_installs_the_pinned_operator_first_and_waits_for_the_set(self):
+        secrets = ROOT / "k8s/base/secrets.env"
+        made = not secrets.exists()
+        if made:
+            secrets.write_text("MONGO_ROOT_USER=r\nMONGO_ROOT_PASSWORD=a\nMONGO_APP_USER=u\nMONGO_APP_PASSWORD=b\n")
+        try:
+            run, calls = self.deploy("apply", "replicaset", "mongo-api:0.1.0-abc1234")
+            self.assertEqual(run.returncode, 0, run.stderr)
+            self.assert_only_minikube_touched(calls)
+            install = next(i for i, c in enumerate(calls) if " upgrade --install " in c)
+            self.assertIn("mongodb-kubernetes mongodb/mongodb-kubernetes --version 1.11.1 --namespace mongo-api", calls[install])
+            applied = next(i for i, c in enumerate(calls) if " apply -k " in c)
+            waited = next(i for i, c in enumerate(calls) if "wait mongodbcommunity/mongo" in c)
+            rolled = next(i for i, c in enumerate(calls) if "rollout status deployment/mongo-api" in c)
+            self.assertLess(install, applied)
+            self.assertLess(applied, waited)
+            self.assertLess(waited, rolled)
+            self.assertIn("--for=jsonpath={.status.phase}=Running", calls[waited])
+            self.assertFalse([c for c in calls if "statefulset/mongo" in c], calls)
+        finally:
+            if made:
+                secrets.unlink()
+
+    def test_the_replicaset_overlay_without_helm_says_so_in_one_line(self):
+        (self.dir / "helm").unlink()
+        self.env["PATH"] = f"{self.dir}:/usr/bin:/bin"
+        run, calls = self.deploy("apply", "replicaset", "mongo-api:0.1.0")
+        self.assertEqual(run.returncode, 1)
+        self.assertEqual(len(run.stderr.strip().splitlines()), 1, run.stderr)
+        self.assertIn("install helm", run.stderr)
+        self.assertFalse([c for c in calls if "apply" in c], calls)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use mongodb::options::{
-    Acknowledgment, ClientOptions, ConnectionString, Credential, ServerAddress, WriteConcern,
+    Acknowledgment, ClientOptions, ConnectionString, Credential, ReadPreference, SelectionCriteria,
+    ServerAddress, WriteConcern,
 };
 use tiny_http::{Budget, ServerOptions};
 use tracing::level_filters::LevelFilter;
@@ -426,6 +427,15 @@ impl MongoSettings {
         if options.write_concern.is_none() {
             options.write_concern = Some(write_concern(timeout));
         }
+        // Through a replica set's failover: a write or read that meets a step-down or a
+        // lost primary is retried once on the new one (the driver's defaults, said here
+        // because the service's guarantees rest on them), and reads go to the primary,
+        // which has every acknowledged write.
+        options.retry_writes.get_or_insert(true);
+        options.retry_reads.get_or_insert(true);
+        options
+            .selection_criteria
+            .get_or_insert(SelectionCriteria::ReadPreference(ReadPreference::Primary));
         Ok(options)
     }
 }
@@ -518,6 +528,41 @@ mod tests {
         assert_eq!(s.mongo.label(), "MONGODB_URI");
         let s = parse(&["--mongodb-uri", "mongodb://db/shop", "--mongo-db", "other"]).unwrap();
         assert_eq!(s.mongo.database(), "other");
+    }
+
+    fn options(args: &[&str]) -> ClientOptions {
+        let settings = parse(args).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(settings.mongo.client_options(4))
+            .unwrap()
+    }
+
+    #[test]
+    fn failover_retries_and_reads_from_the_primary_unless_the_uri_says_otherwise() {
+        for args in [
+            &["--mongodb-uri", "mongodb://a,b,c/?replicaSet=rs"][..],
+            &["--mongo-host", "db"][..],
+        ] {
+            let o = options(args);
+            assert_eq!((o.retry_writes, o.retry_reads), (Some(true), Some(true)));
+            assert!(matches!(
+                o.selection_criteria,
+                Some(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            ));
+            assert_eq!(o.write_concern.unwrap().w, Some(Acknowledgment::Majority));
+        }
+        let o = options(&[
+            "--mongodb-uri",
+            "mongodb://a/?retryWrites=false&w=1&readPreference=secondary",
+        ]);
+        assert_eq!(o.retry_writes, Some(false));
+        assert_eq!(o.write_concern.unwrap().w, Some(Acknowledgment::Nodes(1)));
+        assert!(!matches!(
+            o.selection_criteria,
+            Some(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+        ));
     }
 
     #[test]

@@ -351,6 +351,8 @@ test: deps
     just build-static
     # The memory tests measure the product: the static release binary.
     MONGO_API_RELEASE_BIN="$PWD/target/{{musl_target}}/release/mongo-api" cargo test --workspace
+    # Again through replica-set URIs (the stand-in is a one-member set), as on the operator's set.
+    TEST_MONGO_REPLICA_SET=secantus cargo test --test api --test reliability
     just test-openapi
     just fuzz 30
     just test-image

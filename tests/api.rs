@@ -358,17 +358,26 @@ fn unknown_paths_and_methods_get_json_errors() {
         text.contains("Connection: close") && text.ends_with(r#"{"status":"ok"}"#),
         "{text}"
     );
-    // A streamed listing to an HTTP/1.0 client is delimited by closing the connection.
-    let text = raw_exchange(
-        app.addr,
-        b"GET /data HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-        Duration::from_secs(5),
-    );
-    assert!(
-        text.starts_with("HTTP/1.0 200 OK\r\n") && text.contains("Connection: close"),
-        "{text}"
-    );
+    // A listing that fits one piece is sent with its length: the connection may stay.
+    let listing = b"GET /data HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    let text = raw_exchange(app.addr, listing, Duration::from_secs(5));
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\n[{\"a\":1}]"), "{text}");
+    // A streamed one (longer than a piece) to an HTTP/1.0 client, which knows no chunked
+    // encoding, is delimited by closing the connection.
+    let pad = "x".repeat(100_000);
+    let stored = http::post_json(&app.url("/data"), &format!(r#"{{"pad":"{pad}"}}"#));
+    assert_eq!(stored.status, 201);
+    let text = raw_exchange(app.addr, listing, Duration::from_secs(5));
+    assert!(
+        text.starts_with("HTTP/1.0 200 OK\r\n")
+            && text.contains("Connection: close")
+            && !text.contains("Content-Length")
+            && !text.contains("Transfer-Encoding"),
+        "{}",
+        &text[..300]
+    );
+    assert!(text.ends_with(&format!(r#"[{{"a":1}},{{"pad":"{pad}"}}]"#)));
 }
 
 #[test]

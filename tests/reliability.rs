@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mongodb::bson::Document;
 use nix::sys::signal::Signal;
 use support::http::{self, raw_status, read_response, read_until_close};
 use support::mongo::{skip_unless_managed, Mongo};
@@ -394,6 +393,91 @@ fn overload_is_answered_and_recovers() {
     );
 }
 
+/// What writers got from `POST /data`: each key's status, and the slowest answer of each
+/// status.
+struct Writes {
+    statuses: HashMap<String, u16>,
+    slowest: HashMap<u16, Duration>,
+}
+
+impl Writes {
+    fn keys(&self, wanted: impl Fn(u16) -> bool) -> HashSet<&String> {
+        self.statuses
+            .iter()
+            .filter(|(_, s)| wanted(**s))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn slowest(&self, status: u16) -> Duration {
+        self.slowest.get(&status).copied().unwrap_or_default()
+    }
+}
+
+/// Keeps `writers` clients posting `{"key": ...}` documents (each key once) while
+/// `during` runs, then stops them.
+fn under_write_load<T: Send>(
+    service: &Process,
+    writers: usize,
+    during: impl FnOnce() -> T + Send,
+) -> (Writes, T) {
+    let writes = Mutex::new(Writes {
+        statuses: HashMap::new(),
+        slowest: HashMap::new(),
+    });
+    let stop = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        for t in 0..writers {
+            let (writes, stop) = (&writes, &stop);
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("{t}-{n}");
+                    let started = Instant::now();
+                    let reply =
+                        http::post_json(&service.url("/data"), &format!(r#"{{"key":"{key}"}}"#));
+                    let took = started.elapsed();
+                    if reply.status == 503 {
+                        assert_eq!(reply.header("Retry-After"), Some("1"));
+                    }
+                    let mut writes = writes.lock().unwrap();
+                    let slowest = writes.slowest.entry(reply.status).or_default();
+                    *slowest = (*slowest).max(took);
+                    writes.statuses.insert(key, reply.status);
+                }
+            });
+        }
+        let result = during();
+        stop.store(true, Ordering::Relaxed);
+        result
+    });
+    (writes.into_inner().unwrap(), result)
+}
+
+/// Checks the stored documents against what the writers were told: every acknowledged
+/// key stored once; returns how many refused ones were stored all the same.
+fn assert_nothing_acknowledged_lost(mongo: &Mongo, db: &str, writes: &Writes) -> usize {
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for d in &mongo.documents(db) {
+        *copies
+            .entry(d.get_str("key").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let lost: Vec<&String> = writes
+        .keys(|s| s == 201)
+        .into_iter()
+        .filter(|k| !copies.contains_key(k.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(copies.values().all(|n| *n == 1), "a document stored twice");
+    writes
+        .keys(|s| s != 201)
+        .iter()
+        .filter(|k| copies.contains_key(k.as_str()))
+        .count()
+}
+
 #[test]
 fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
     let mut mongo = Mongo::start();
@@ -407,30 +491,7 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
     let service = start(&mongo, &db, &[("MONGO_TIMEOUT_MS", "1000")]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
 
-    let outcomes: Mutex<HashMap<String, u16>> = Mutex::default();
-    let slowest_error = Mutex::new(Duration::ZERO);
-    let stop = AtomicBool::new(false);
-    let (readiness, liveness) = std::thread::scope(|scope| {
-        for t in 0..8 {
-            let (service, outcomes, stop, slowest_error) =
-                (&service, &outcomes, &stop, &slowest_error);
-            scope.spawn(move || {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("{t}-{n}");
-                    let started = Instant::now();
-                    let status =
-                        http::post_json(&service.url("/data"), &format!(r#"{{"key":"{key}"}}"#))
-                            .status;
-                    if status != 201 {
-                        let mut slowest = slowest_error.lock().unwrap();
-                        *slowest = (*slowest).max(started.elapsed());
-                    }
-                    outcomes.lock().unwrap().insert(key, status);
-                }
-            });
-        }
+    let (writes, (readiness, liveness)) = under_write_load(&service, 8, || {
         std::thread::sleep(Duration::from_secs(2));
         mongo.kill();
         let down = Instant::now();
@@ -452,56 +513,89 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
             },
         );
         std::thread::sleep(Duration::from_secs(3));
-        stop.store(true, Ordering::Relaxed);
         (readiness, liveness)
     });
 
-    let outcomes = outcomes.into_inner().unwrap();
-    let acknowledged: HashSet<&String> = outcomes
-        .iter()
-        .filter(|(_, s)| **s == 201)
-        .map(|(k, _)| k)
-        .collect();
-    let failed: HashSet<&String> = outcomes
-        .iter()
-        .filter(|(_, s)| **s != 201)
-        .map(|(k, _)| k)
-        .collect();
-    let stored: Vec<Document> = mongo.documents(&db);
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    for d in &stored {
-        *copies
-            .entry(d.get_str("key").unwrap().to_owned())
-            .or_default() += 1;
-    }
-    let lost: Vec<&&String> = acknowledged
-        .iter()
-        .filter(|k| !copies.contains_key(k.as_str()))
-        .collect();
-    let failed_but_stored = failed
-        .iter()
-        .filter(|k| copies.contains_key(k.as_str()))
-        .count();
+    let refused = writes.keys(|s| s != 201);
+    let refused_but_stored = assert_nothing_acknowledged_lost(&mongo, &db, &writes);
     eprintln!(
         "MongoDB killed for 10 s under 8 writers: {} acknowledged, {} refused (all {:?}; slowest refusal {:?}), \
-         {} lost, {} refused-but-stored, none stored twice: {}; /readyz during {:?}",
-        acknowledged.len(),
-        failed.len(),
-        failed.iter().map(|k| outcomes[*k]).collect::<HashSet<_>>(),
-        slowest_error.lock().unwrap(),
-        lost.len(),
-        failed_but_stored,
-        copies.values().all(|n| *n == 1),
+         none lost, {refused_but_stored} refused-but-stored, none stored twice; /readyz during {:?}",
+        writes.keys(|s| s == 201).len(),
+        refused.len(),
+        writes.slowest.keys().collect::<HashSet<_>>(),
+        writes.slowest(503),
         readiness.iter().collect::<HashSet<_>>()
     );
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert!(copies.values().all(|n| *n == 1), "a document stored twice");
-    assert!(failed.iter().all(|k| outcomes[*k] == 503));
-    assert!(!failed.is_empty(), "the outage was not noticed");
+    assert!(refused.iter().all(|k| writes.statuses[*k] == 503));
+    assert!(!refused.is_empty(), "the outage was not noticed");
     // MONGO_TIMEOUT_MS is 1 s; allow for a request that arrives just as one fails.
-    assert!(*slowest_error.lock().unwrap() < Duration::from_millis(2000));
+    assert!(writes.slowest(503) < Duration::from_millis(2000));
     assert!(readiness.contains(&503) && readiness.last() == Some(&200));
     assert!(liveness.iter().all(|s| *s == 200));
+}
+
+/// Steps the primary down for `seconds` under 8 writers, the service connected through
+/// a replica-set URI (as to the operator's replica set) with `MONGO_TIMEOUT_MS`.
+fn step_down_under_write_load(mongo: &Mongo, timeout_ms: u64, seconds: i32) -> Writes {
+    let db = mongo.fresh_db("stepdown");
+    let (user, password) = mongo.root_credentials();
+    // The stand-in advertises a one-member replica set by this name.
+    let uri = mongo.set_uri("secantus", &user, &password, &db);
+    let service = start(
+        mongo,
+        &db,
+        &[
+            ("MONGODB_URI", uri.as_str()),
+            ("MONGO_TIMEOUT_MS", &timeout_ms.to_string()),
+        ],
+    );
+    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    let (writes, ()) = under_write_load(&service, 8, || {
+        std::thread::sleep(Duration::from_secs(1));
+        mongo.step_down(seconds);
+        std::thread::sleep(Duration::from_secs(seconds as u64 + 2));
+        support::wait_for("writes after the election", Duration::from_secs(15), || {
+            (http::post_json(&service.url("/data"), r#"{"key":"after"}"#).status == 201)
+                .then_some(())
+        });
+    });
+    let refused_but_stored = assert_nothing_acknowledged_lost(mongo, &db, &writes);
+    eprintln!(
+        "primary stepped down for {seconds} s under 8 writers, MONGO_TIMEOUT_MS={timeout_ms}: \
+         {} acknowledged (slowest {:?}), {} refused (slowest {:?}), none lost, \
+         {refused_but_stored} refused-but-stored, none stored twice; statuses {:?}",
+        writes.keys(|s| s == 201).len(),
+        writes.slowest(201),
+        writes.keys(|s| s != 201).len(),
+        writes.slowest(503),
+        writes.slowest.keys().collect::<HashSet<_>>(),
+    );
+    assert!(writes.statuses.values().all(|s| *s == 201 || *s == 503));
+    writes
+}
+
+#[test]
+fn a_primary_step_down_under_write_load_gets_fast_503s_and_loses_nothing() {
+    let mongo = Mongo::start();
+    if skip_unless_managed(&mongo, "a_primary_step_down_under_write_load") {
+        return;
+    }
+    // Longer than MONGO_TIMEOUT_MS: a write that waits for the next primary gives up.
+    // (mongod labels "not primary" RetryableWriteError and the driver retries it once on
+    // the new primary; the stand-in does not label it, so here every write in the gap
+    // takes the 503 path.)
+    let writes = step_down_under_write_load(&mongo, 1000, 3);
+    assert!(
+        !writes.keys(|s| s == 503).is_empty(),
+        "the step-down was not noticed"
+    );
+    // MONGO_TIMEOUT_MS, plus a request that arrives just as a batch fails.
+    assert!(
+        writes.slowest(503) < Duration::from_millis(2000),
+        "{:?}",
+        writes.slowest(503)
+    );
 }
 
 /// A status and how long it took.

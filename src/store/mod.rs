@@ -98,6 +98,24 @@ fn counted<T>(metrics: &Metrics, result: Result<T, StoreError>) -> Result<T, Sto
     result
 }
 
+/// The member is not (or no longer) the primary, or is shutting down: nothing was
+/// written, and the next primary will take the write. mongod labels these
+/// RetryableWriteError (and the driver retries once), but not every server does, so the
+/// code decides: 503, never 500.
+fn is_state_change(code: i32) -> bool {
+    matches!(
+        code,
+        91 // ShutdownInProgress
+            | 189 // PrimarySteppedDown
+            | 10058 // LegacyNotPrimary
+            | 10107 // NotWritablePrimary
+            | 11600 // InterruptedAtShutdown
+            | 11602 // InterruptedDueToReplStateChange
+            | 13435 // NotPrimaryNoSecondaryOk
+            | 13436 // NotPrimaryOrSecondary
+    )
+}
+
 /// Server error codes that mean "this document is not acceptable".
 fn is_document_error(code: i32) -> bool {
     matches!(
@@ -129,6 +147,9 @@ impl From<mongodb::error::Error> for StoreError {
                 StoreError::Rejected(c.message.clone())
             }
             ErrorKind::BsonSerialization(s) => StoreError::Rejected(s.to_string()),
+            ErrorKind::Command(c) if is_state_change(c.code) => {
+                StoreError::Unavailable(e.kind.to_string())
+            }
             ErrorKind::ServerSelection { .. }
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
@@ -374,6 +395,8 @@ fn batch_failure(count: usize, error: mongodb::error::Error) -> Vec<Result<(), S
         if let Some(slot) = results.get_mut(w.index) {
             *slot = Err(if w.code == 11000 {
                 StoreError::Duplicate
+            } else if is_state_change(w.code) {
+                StoreError::Unavailable(w.message.clone())
             } else {
                 StoreError::Rejected(w.message.clone())
             });

@@ -160,7 +160,14 @@ impl Mongo {
     /// URI (the driver discovers the set from the server and follows its primary), as on
     /// a replica set run by the operator, instead of to the one named host directly.
     pub fn replica_set_uri(&self, user: &str, password: &str, db: &str) -> Option<String> {
-        let set = std::env::var("TEST_MONGO_REPLICA_SET").ok()?;
+        let set = std::env::var("TEST_MONGO_REPLICA_SET")
+            .ok()
+            .filter(|set| !set.is_empty())?;
+        Some(self.set_uri(&set, user, password, db))
+    }
+
+    /// A URI naming replica set `set`, with this server as its seed.
+    pub fn set_uri(&self, set: &str, user: &str, password: &str, db: &str) -> String {
         let escape = |text: &str| -> String {
             text.bytes()
                 .map(|b| match b {
@@ -171,13 +178,13 @@ impl Mongo {
                 })
                 .collect()
         };
-        Some(format!(
+        format!(
             "mongodb://{}:{}@{}:{}/{db}?authSource=admin&replicaSet={set}",
             escape(user),
             escape(password),
             self.host,
             self.port
-        ))
+        )
     }
 
     /// A database name no other test uses.
@@ -268,6 +275,18 @@ impl Mongo {
             .expect("find")
             .map(|raw| raw.expect("cursor").to_document().expect("valid BSON"))
             .collect()
+    }
+
+    /// Makes the primary step down for `seconds` (forced: the stand-in is a one-member
+    /// set, with no secondary to catch up), as MongoDB does before an upgrade or when an
+    /// operator moves the primary; it rejects writes with NotWritablePrimary until it is
+    /// elected again.
+    pub fn step_down(&self, seconds: i32) {
+        self.admin()
+            .database("admin")
+            .run_command(doc! {"replSetStepDown": seconds, "force": true})
+            .run()
+            .expect("replSetStepDown");
     }
 
     /// Kills the server (SIGKILL: no chance to flush anything).

@@ -327,8 +327,10 @@ fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answ
     drop(idle);
 
     // Ten connections each being answered (writing to a client that does not read): the
-    // newcomer gets a fast 503.
-    let request = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(500);
+    // newcomer gets a fast 503. Their answers (15 MB each) are far more than the socket
+    // buffers hold, so none can finish and turn idle; each has started once its first
+    // bytes arrive.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2000);
     let busy: Vec<TcpStream> = (0..10)
         .map(|_| {
             let mut stream = connect_tiny_buffer(service.addr);
@@ -336,6 +338,13 @@ fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answ
             stream
         })
         .collect();
+    for stream in &busy {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(stream.peek(&mut [0u8; 1]).unwrap(), 1, "an answer started");
+    }
+    // Until the socket buffers are full, a thread may still pass between two answers.
     std::thread::sleep(Duration::from_millis(500));
     let mut extra = service.connect();
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");

@@ -67,7 +67,7 @@ deps: deps-build
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake >/dev/null
     fi
     if ! secantusd-rs --version 2>/dev/null | grep -q "{{secantus_version}}"; then
-        echo "installing the MongoDB stand-in (SecantusDB {{secantus_version}}): cargo compiles it once, about SECANTUS_MINUTES minutes on 2 cores"
+        echo "installing the MongoDB stand-in (SecantusDB {{secantus_version}}): cargo compiles it once, about 7 minutes on 2 cores"
         cargo install secantus-mdb --version {{secantus_version}} --locked --ignore-rust-version
     fi
 
@@ -233,6 +233,7 @@ fuzz seconds="60": deps-fuzz
     # cargo-fuzz passes nightly-only flags (-Zsanitizer); the only toolchain we have is
     # stable, and RUSTC_BOOTSTRAP lets it accept them.
     export RUSTC_BOOTSTRAP=1
+    echo "building the fuzz targets (instrumented; the first build takes about 8 minutes)"
     cargo fuzz build --release
     for target in {{fuzz_targets}}; do
         # The committed corpus seeds the run; what the run finds goes to the first
@@ -306,7 +307,7 @@ venv:
 
 # Install cargo-fuzz
 deps-fuzz:
-    @cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || { echo "installing cargo-fuzz (compiles once, about FUZZ_MINUTES minutes)"; cargo install cargo-fuzz --version 0.13.2 --locked; }
+    @cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || { echo "installing cargo-fuzz (compiles once, about 1 minute)"; cargo install cargo-fuzz --version 0.13.2 --locked; }
 
 # Install a Docker engine for the image test (Debian's docker.io)
 deps-docker:
@@ -323,7 +324,7 @@ run: deps
     set -euo pipefail
     mkdir -p {{data_dir}}/mongo
     chmod 700 {{data_dir}}
-    echo "building the service and its helper (release; the first build takes about RELEASE_MINUTES minutes)"
+    echo "building the service and its helper (release; the first build takes about 5 minutes)"
     cargo build --release --workspace
     secantusd-rs --host 127.0.0.1 --port {{local_mongo_port}} --storage-path {{data_dir}}/mongo \
         --auth --sync-on-commit --log-file-max 16MB --cache-size 256M >{{data_dir}}/mongo.log 2>&1 &
@@ -359,7 +360,7 @@ test: deps
     just test-mongo-init
     just test-arm64
 
-# Benchmark: no arguments, the whole local comparison (BENCH_MINUTES min); with arguments, one `bench run`
+# Benchmark: no arguments, the whole local comparison (about 13 min once built); with arguments, one `bench run`
 bench *args: build-static
     #!/usr/bin/env bash
     set -euo pipefail

@@ -378,7 +378,7 @@ bench *args: build-static
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
     fi
-    echo "building the axum peer (bench/peers/axum; the first build takes a few minutes)"
+    echo "building the axum peer (bench/peers/axum; the first build takes about 4 minutes)"
     (cd bench/peers/axum && cargo build --release)
     image=()
     if docker image inspect {{image}} >/dev/null 2>&1; then image=(--image {{image}}); fi

@@ -13,57 +13,18 @@ that already has the image (`just test-image` starts one and builds it).
 """
 
 import argparse
-import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import yaml
+from live_check import Checks, container_env, rendered_documents, request, start_stand_in, stop, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER = "mongo-api-image-check"
-
-
-def resolve_env(docs, image):
-    """The api container's environment, as the kubelet would build it."""
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-
-    def config(name):
-        return by_name[("ConfigMap", name)].get("data") or {}
-
-    def secret(name):
-        data = by_name[("Secret", name)].get("data") or {}
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["image"] == image)
-    env = {}
-    for source in container.get("envFrom") or []:
-        if "configMapRef" in source:
-            env.update(config(source["configMapRef"]["name"]))
-        if "secretRef" in source:
-            env.update(secret(source["secretRef"]["name"]))
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-            continue
-        ref = item["valueFrom"]
-        if "configMapKeyRef" in ref:
-            env[item["name"]] = config(ref["configMapKeyRef"]["name"])[ref["configMapKeyRef"]["key"]]
-        elif "secretKeyRef" in ref:
-            env[item["name"]] = secret(ref["secretKeyRef"]["name"])[ref["secretKeyRef"]["key"]]
-        else:
-            raise SystemExit(f"cannot resolve env {item['name']}: {ref}")
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    return env, ports, container
 
 
 def probe_url(container, kind, ports):
@@ -73,46 +34,13 @@ def probe_url(container, kind, ports):
     return f"http://127.0.0.1:{port}{http['path']}"
 
 
-def container_annotations(docs, image):
+def pod_annotations(docs):
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     return deployment["spec"]["template"]["metadata"].get("annotations") or {}
 
 
-def request(method, url, body=None, content_type=None):
-    req = urllib.request.Request(url, data=body, method=method)
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
-
-
-def wait_for(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def docker(*args, check=True):
     return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
-
-
-class Failures:
-    def __init__(self):
-        self.items = []
-
-    def expect(self, condition, what):
-        print(("ok   " if condition else "FAIL ") + what)
-        if not condition:
-            self.items.append(what)
 
 
 def main():
@@ -120,27 +48,24 @@ def main():
     parser.add_argument("rendered", type=Path)
     parser.add_argument("--image", required=True)
     args = parser.parse_args()
-    docs = [d for d in yaml.safe_load_all(args.rendered.read_text()) if d]
-    env, ports, container = resolve_env(docs, args.image)
+    docs = rendered_documents(args.rendered)
+    env, _, container, _ = container_env(docs, "Deployment", "api")
+    if container["image"] != args.image:
+        raise SystemExit(f"the Deployment runs {container['image']}, not {args.image}")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     mongo_port = int(env["MONGO_PORT"])
     base = f"http://127.0.0.1:{ports['http']}"
     liveness = probe_url(container, "livenessProbe", ports)
     readiness = probe_url(container, "readinessProbe", ports)
     management = f"http://127.0.0.1:{ports['management']}"
-    failures = Failures()
+    checks = Checks()
 
     workdir = Path(tempfile.mkdtemp(prefix="image-check-"))
-    mongo = None
+    processes = []
     try:
         # The database the Deployment's variables point at: `mongo` (an --add-host entry)
         # on MONGO_PORT, with the application user and password from the Secret.
-        mongo = subprocess.Popen(
-            ["secantusd-rs", "--host", "127.0.0.1", "--port", str(mongo_port), "--storage-path", str(workdir / "db"),
-             "--auth", "--sync-on-commit", "--log-file-max", "16MB", "--cache-size", "128M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(f"MongoDB stand-in on {mongo_port}", lambda: subprocess.run(
-            ["bash", "-c", f"echo > /dev/tcp/127.0.0.1/{mongo_port}"], capture_output=True).returncode == 0)
+        processes.append(start_stand_in(mongo_port, workdir))
         bench = ["cargo", "run", "--quiet", "-p", "bench", "--", "create-user", "--port", str(mongo_port)]
         subprocess.run(bench + ["--user", "root"], check=True, cwd=ROOT, env={**os.environ, "NEW_USER_PASSWORD": "image-check-root"})
         subprocess.run(
@@ -159,60 +84,51 @@ def main():
 
         inspect = json.loads(docker("image", "inspect", args.image).stdout)[0]
         size = inspect["Size"]
-        failures.expect(size < 10_000_000, f"image size {size / 1e6:.2f} MB is under 10 MB")
-        failures.expect(inspect["Config"]["User"] == "65532:65532", f"image user {inspect['Config']['User']} is unprivileged")
+        checks.expect(size < 10_000_000, f"image size {size / 1e6:.2f} MB is under 10 MB")
+        checks.expect(inspect["Config"]["User"] == "65532:65532", f"image user {inspect['Config']['User']} is unprivileged")
         shell = docker("run", "--rm", "--entrypoint", "/bin/sh", args.image, "-c", "true", check=False)
-        failures.expect(shell.returncode != 0, "the image has no shell")
+        checks.expect(shell.returncode != 0, "the image has no shell")
 
         wait_for(f"readiness (MongoDB reachable as `mongo`; {readiness})", lambda: request("GET", readiness)[0] == 200)
         status, _, _ = request("GET", f"{base}/healthz")
-        failures.expect(status == 200, f"GET /healthz on the API port (kept for compatibility) -> {status}")
+        checks.expect(status == 200, f"GET /healthz on the API port (kept for compatibility) -> {status}")
         status, headers, body = request("GET", f"{base}/")
-        failures.expect(status == 200 and body.startswith("Welcome to the Flask app! The current time is: "), f"GET / -> {status}")
-        status, _, body = request("POST", f"{base}/data", b'{"from":"image check","n":1}', "application/json")
-        failures.expect(status == 201 and json.loads(body) == {"status": "Data inserted"}, f"POST /data -> {status} {body}")
+        checks.expect(status == 200 and body.startswith("Welcome to the Flask app! The current time is: "), f"GET / -> {status}")
+        status, _, body = request("POST", f"{base}/data", b'{"from":"image check","n":1}')
+        checks.expect(status == 201 and json.loads(body) == {"status": "Data inserted"}, f"POST /data -> {status} {body}")
         status, _, body = request("GET", f"{base}/data")
-        failures.expect(status == 200 and json.loads(body) == [{"from": "image check", "n": 1}], f"GET /data -> {status} {body}")
+        checks.expect(status == 200 and json.loads(body) == [{"from": "image check", "n": 1}], f"GET /data -> {status} {body}")
         status, headers, body = request("GET", f"{base}/data?limit=1")
-        failures.expect(status == 200, f"GET /data?limit=1 -> {status}")
-        status, _, body = request("POST", f"{base}/data", b"[]", "application/json")
-        failures.expect(status == 400 and "error" in json.loads(body), f"POST /data [] -> {status}")
+        checks.expect(status == 200, f"GET /data?limit=1 -> {status}")
+        status, _, body = request("POST", f"{base}/data", b"[]")
+        checks.expect(status == 400 and "error" in json.loads(body), f"POST /data [] -> {status}")
         status, _, _ = request("POST", f"{base}/data", b"{}", "text/plain")
-        failures.expect(status == 415, f"POST /data as text/plain -> {status}")
+        checks.expect(status == 415, f"POST /data as text/plain -> {status}")
         status, _, _ = request("GET", f"{base}/nope")
-        failures.expect(status == 404, f"GET /nope -> {status}")
+        checks.expect(status == 404, f"GET /nope -> {status}")
         status, headers, _ = request("DELETE", f"{base}/data")
-        failures.expect(status == 405 and headers.get("Allow") == "GET, HEAD, POST", f"DELETE /data -> {status}")
-        scrape = container_annotations(docs, args.image)
+        checks.expect(status == 405 and headers.get("Allow") == "GET, HEAD, POST", f"DELETE /data -> {status}")
+        scrape = pod_annotations(docs)
         status, _, body = request("GET", f"http://127.0.0.1:{scrape['prometheus.io/port']}{scrape['prometheus.io/path']}")
-        failures.expect(status == 200 and "http_requests_total" in body, f"scrape of the annotated metrics port -> {status}")
+        checks.expect(status == 200 and "http_requests_total" in body, f"scrape of the annotated metrics port -> {status}")
         status, _, _ = request("GET", f"{management}/data")
-        failures.expect(status == 404, f"GET /data on the management port -> {status} (it serves probes and metrics only)")
+        checks.expect(status == 404, f"GET /data on the management port -> {status} (it serves probes and metrics only)")
 
         # Kubernetes stops a pod with SIGTERM; the process must drain and exit 0 in time.
         started = time.monotonic()
         docker("stop", "--time", "20", CONTAINER)
         took = time.monotonic() - started
         state = json.loads(docker("inspect", CONTAINER).stdout)[0]["State"]
-        failures.expect(state["ExitCode"] == 0 and took < 5, f"SIGTERM: exit code {state['ExitCode']} after {took:.2f} s")
+        checks.expect(state["ExitCode"] == 0 and took < 5, f"SIGTERM: exit code {state['ExitCode']} after {took:.2f} s")
         logs = docker("logs", CONTAINER).stdout.splitlines()
-        failures.expect(all(json.loads(line).get("level") for line in logs), f"{len(logs)} log lines, each a JSON object")
-        failures.expect(any('"message":"stopped"' in line for line in logs), "the log ends with a clean stop")
-        failures.expect(not any(env["MONGO_PASSWORD"] in line for line in logs), "the password is not in the logs")
+        checks.expect(all(json.loads(line).get("level") for line in logs), f"{len(logs)} log lines, each a JSON object")
+        checks.expect(any('"message":"stopped"' in line for line in logs), "the log ends with a clean stop")
+        checks.expect(not any(env["MONGO_PASSWORD"] in line for line in logs), "the password is not in the logs")
     finally:
         docker("rm", "-f", CONTAINER, check=False)
-        if mongo is not None:
-            mongo.send_signal(signal.SIGTERM)
-            try:
-                mongo.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                mongo.kill()
+        stop(processes)
         shutil.rmtree(workdir, ignore_errors=True)
-
-    if failures.items:
-        print(f"{len(failures.items)} check(s) failed")
-        sys.exit(1)
-    print("image checks passed")
+    checks.finish("image checks passed")
 
 
 if __name__ == "__main__":

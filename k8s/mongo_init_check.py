@@ -20,52 +20,16 @@ CPU time, peak RSS), the figure the StatefulSet's probes were chosen from.
 """
 
 import argparse
-import base64
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-import yaml
-
-
-def resolve_env(docs, kind, container_name):
-    """A container's environment, as the kubelet would build it from the rendered objects."""
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-
-    def config(name):
-        return by_name[("ConfigMap", name)].get("data") or {}
-
-    def secret(name):
-        data = by_name[("Secret", name)].get("data") or {}
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
-    workload = next(d for d in docs if d["kind"] == kind)
-    pod = workload["spec"]["template"]["spec"]
-    container = next(c for c in pod["containers"] if c["name"] == container_name)
-    env = {}
-    for source in container.get("envFrom") or []:
-        if "configMapRef" in source:
-            env.update(config(source["configMapRef"]["name"]))
-        if "secretRef" in source:
-            env.update(secret(source["secretRef"]["name"]))
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-            continue
-        ref = item["valueFrom"]
-        if "configMapKeyRef" in ref:
-            env[item["name"]] = config(ref["configMapKeyRef"]["name"])[ref["configMapKeyRef"]["key"]]
-        elif "secretKeyRef" in ref:
-            env[item["name"]] = secret(ref["secretKeyRef"]["name"])[ref["secretKeyRef"]["key"]]
-    return env, pod, container, by_name
+from live_check import Checks, container_env, free_port, rendered_documents, request, start_stand_in, stop, wait_for
 
 
 def init_scripts(pod, container, by_name):
@@ -76,53 +40,22 @@ def init_scripts(pod, container, by_name):
     return sorted(data.items())
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-class Checks:
-    def __init__(self):
-        self.failed = []
-
-    def expect(self, ok, what):
-        print(f"{'ok  ' if ok else 'FAIL'} {what}")
-        if not ok:
-            self.failed.append(what)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rendered", type=Path)
     parser.add_argument("--mongosh", required=True)
     parser.add_argument("--service", required=True, help="the mongo-api binary to start")
     args = parser.parse_args()
-    docs = [d for d in yaml.safe_load_all(args.rendered.read_text()) if d]
-    mongo_env, pod, container, by_name = resolve_env(docs, "StatefulSet", "mongo")
-    api_env, _, _, _ = resolve_env(docs, "Deployment", "api")
+    docs = rendered_documents(args.rendered)
+    mongo_env, pod, container, by_name = container_env(docs, "StatefulSet", "mongo")
+    api_env, _, _, _ = container_env(docs, "Deployment", "api")
     checks = Checks()
 
     workdir = Path(tempfile.mkdtemp(prefix="mongo-init-check-"))
     port = free_port()
     processes = []
     try:
-        mongo = subprocess.Popen(
-            ["secantusd-rs", "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(workdir / "db"),
-             "--auth", "--sync-on-commit", "--log-file-max", "16MB", "--cache-size", "128M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        processes.append(mongo)
-        wait_for("the MongoDB stand-in", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        processes.append(start_stand_in(port, workdir))
 
         def mongosh(uri, *extra, env=None):
             return subprocess.run(
@@ -154,20 +87,10 @@ def main():
         processes.append(service)
         base = f"http://127.0.0.1:{http_port}"
 
-        def status(method, url, body=None):
-            request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.status, response.read().decode()
-            except urllib.error.HTTPError as error:
-                return error.code, error.read().decode()
-            except OSError:
-                return None, ""
-
-        wait_for("the service's readiness", lambda: status("GET", f"http://127.0.0.1:{management_port}/readyz")[0] == 200)
-        code, _ = status("POST", f"{base}/data", b'{"from":"init check"}')
+        wait_for("the service's readiness", lambda: request("GET", f"http://127.0.0.1:{management_port}/readyz")[0] == 200)
+        code, _, _ = request("POST", f"{base}/data", b'{"from":"init check"}')
         checks.expect(code == 201, f"the service, logged in as {api_env['MONGO_USER']!r}, stores a document ({code})")
-        code, body = status("GET", f"{base}/data")
+        code, _, body = request("GET", f"{base}/data")
         checks.expect(code == 200 and json.loads(body) == [{"from": "init check"}], f"and lists it ({code} {body[:80]})")
 
         # The application user may touch its own database only.
@@ -199,18 +122,9 @@ def main():
         checks.expect(out == "1", "the mongosh ping answers 1")
         print(f"mongosh readiness command: {float(wall):.2f} s wall, {float(cpu):.2f} s CPU, peak RSS {int(rss) // 1024} MiB")
     finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
         shutil.rmtree(workdir, ignore_errors=True)
-
-    if checks.failed:
-        print(f"{len(checks.failed)} check(s) failed")
-        sys.exit(1)
-    print("MongoDB init checks passed")
+    checks.finish("MongoDB init checks passed")
 
 
 if __name__ == "__main__":

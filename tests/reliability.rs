@@ -619,36 +619,9 @@ fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowl
     // The bound: MONGO_TIMEOUT_MS, plus a request that arrives as a write batch fails.
     let bound = timeout * 3 / 2;
 
-    let outcomes: Mutex<HashMap<String, u16>> = Mutex::default();
-    let slowest_while_hung = Mutex::new(Duration::ZERO);
-    let hung = AtomicBool::new(false);
-    let stop = AtomicBool::new(false);
-    let (probes, recovered_after) = std::thread::scope(|scope| {
-        for t in 0..8 {
-            let (service, outcomes, stop, hung, slowest) =
-                (&service, &outcomes, &stop, &hung, &slowest_while_hung);
-            scope.spawn(move || {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("{t}-{n}");
-                    let started = Instant::now();
-                    let reply =
-                        http::post_json(&service.url("/data"), &format!(r#"{{"key":"{key}"}}"#));
-                    if hung.load(Ordering::Relaxed) {
-                        let mut slowest = slowest.lock().unwrap();
-                        *slowest = (*slowest).max(started.elapsed());
-                    }
-                    if reply.status == 503 {
-                        assert_eq!(reply.header("Retry-After"), Some("1"));
-                    }
-                    outcomes.lock().unwrap().insert(key, reply.status);
-                }
-            });
-        }
+    let (writes, (probes, recovered_after)) = under_write_load(&service, 8, || {
         std::thread::sleep(Duration::from_secs(2));
         mongo.signal(Signal::SIGSTOP);
-        hung.store(true, Ordering::Relaxed);
         let stopped = Instant::now();
         let mut probes = Vec::new();
         while stopped.elapsed() < Duration::from_secs(6) {
@@ -664,50 +637,34 @@ fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowl
             std::thread::sleep(Duration::from_millis(300));
         }
         mongo.signal(Signal::SIGCONT);
-        hung.store(false, Ordering::Relaxed);
         let resumed = Instant::now();
+        let mut attempt = 0;
         support::wait_for("writes after SIGCONT", Duration::from_secs(15), || {
-            (http::post_json(&service.url("/data"), r#"{"key":"after"}"#).status == 201)
-                .then_some(())
+            attempt += 1;
+            let body = format!(r#"{{"key":"after-{attempt}"}}"#);
+            (http::post_json(&service.url("/data"), &body).status == 201).then_some(())
         });
         let recovered_after = resumed.elapsed();
         std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::Relaxed);
         (probes, recovered_after)
     });
 
-    let outcomes = outcomes.into_inner().unwrap();
-    let acknowledged: Vec<&String> = outcomes
-        .iter()
-        .filter(|(_, s)| **s == 201)
-        .map(|(k, _)| k)
-        .collect();
-    let refused = outcomes.values().filter(|s| **s != 201).count();
-    let stored: HashSet<String> = mongo
-        .documents(&db)
-        .iter()
-        .map(|d| d.get_str("key").unwrap().to_owned())
-        .collect();
-    let lost: Vec<&&String> = acknowledged
-        .iter()
-        .filter(|k| !stored.contains(k.as_str()))
-        .collect();
-    let slowest = *slowest_while_hung.lock().unwrap();
+    let acknowledged = writes.keys(|s| s == 201).len();
+    let refused = writes.keys(|s| s != 201).len();
+    let slowest = writes.slowest(201).max(writes.slowest(503));
     let slowest_probe =
         |pick: fn(&Probes) -> Timed| probes.iter().map(pick).map(|(_, d)| d).max().unwrap();
     eprintln!(
-        "MongoDB stopped (SIGSTOP) for 6 s under 8 writers: {} acknowledged, {refused} refused, {} lost; \
-         slowest write while stopped {slowest:?}; slowest /healthz {:?}, /readyz {:?}, GET /data {:?}; \
+        "MongoDB stopped (SIGSTOP) for 6 s under 8 writers: {acknowledged} acknowledged, {refused} refused; \
+         slowest write {slowest:?}; slowest /healthz {:?}, /readyz {:?}, GET /data {:?}; \
          writes again {recovered_after:?} after SIGCONT",
-        acknowledged.len(),
-        lost.len(),
         slowest_probe(|p| p.0),
         slowest_probe(|p| p.1),
         slowest_probe(|p| p.2),
     );
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_nothing_acknowledged_lost(&mongo, &db, &writes);
     assert!(refused > 0, "the hang was not noticed");
-    assert!(outcomes.values().all(|s| *s == 201 || *s == 503));
+    assert!(writes.statuses.values().all(|s| *s == 201 || *s == 503));
     assert!(slowest < bound, "a write waited {slowest:?}");
     for ((live, live_took), (ready, ready_took), (listing, listing_took)) in &probes {
         assert_eq!(*live, 200);

@@ -5,6 +5,7 @@ cluster in the state each test sets up.
 Run: python3 -m unittest k8s/test_deploy.py (from the repository root, or inside k8s/).
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -52,6 +53,21 @@ STUB = textwrap.dedent(
     esac
     """
 ).lstrip()
+
+
+@contextlib.contextmanager
+def secrets_present():
+    """The Secret values kustomize needs (`just secrets` writes them), made for the test
+    and removed after it if there were none."""
+    secrets = ROOT / "k8s/base/secrets.env"
+    made = not secrets.exists()
+    if made:
+        secrets.write_text("MONGO_ROOT_USER=r\nMONGO_ROOT_PASSWORD=a\nMONGO_APP_USER=u\nMONGO_APP_PASSWORD=b\n")
+    try:
+        yield
+    finally:
+        if made:
+            secrets.unlink()
 
 
 class Deploy(unittest.TestCase):
@@ -138,11 +154,7 @@ class Deploy(unittest.TestCase):
 
     @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
     def test_apply_deploys_the_build_tag_and_leaves_the_committed_manifests_pinned(self):
-        secrets = ROOT / "k8s/base/secrets.env"
-        made = not secrets.exists()
-        if made:
-            secrets.write_text("MONGO_ROOT_USER=r\nMONGO_ROOT_PASSWORD=a\nMONGO_APP_USER=u\nMONGO_APP_PASSWORD=b\n")
-        try:
+        with secrets_present():
             for overlay in ("base", "overlays/assignment"):
                 run, calls = self.deploy("apply", overlay, "mongo-api:0.1.0-abc1234-dirty-0123abcd")
                 self.assertEqual(run.returncode, 0, run.stderr)
@@ -155,9 +167,6 @@ class Deploy(unittest.TestCase):
                 self.assertNotIn("image: mongo-api:0.1.0\n", rendered)
             committed = (ROOT / "k8s/base/api-deployment.yaml").read_text()
             self.assertIn("image: mongo-api:0.1.0\n", committed)
-        finally:
-            if made:
-                secrets.unlink()
 
     @unittest.skipUnless(
         shutil.which("just") and (ROOT / "target/x86_64-unknown-linux-musl/release/mongo-api").exists(),
@@ -208,11 +217,7 @@ class Deploy(unittest.TestCase):
 
     @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
     def test_the_replicaset_overlay_installs_the_pinned_operator_first_and_waits_for_the_set(self):
-        secrets = ROOT / "k8s/base/secrets.env"
-        made = not secrets.exists()
-        if made:
-            secrets.write_text("MONGO_ROOT_USER=r\nMONGO_ROOT_PASSWORD=a\nMONGO_APP_USER=u\nMONGO_APP_PASSWORD=b\n")
-        try:
+        with secrets_present():
             run, calls = self.deploy("apply", "replicaset", "mongo-api:0.1.0-abc1234")
             self.assertEqual(run.returncode, 0, run.stderr)
             self.assert_only_minikube_touched(calls)
@@ -226,9 +231,6 @@ class Deploy(unittest.TestCase):
             self.assertLess(waited, rolled)
             self.assertIn("--for=jsonpath={.status.phase}=Running", calls[waited])
             self.assertFalse([c for c in calls if "statefulset/mongo" in c], calls)
-        finally:
-            if made:
-                secrets.unlink()
 
     def test_the_replicaset_overlay_without_helm_says_so_in_one_line(self):
         (self.dir / "helm").unlink()

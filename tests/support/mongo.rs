@@ -17,6 +17,7 @@ use mongodb::options::{ClientOptions, ConnectionString, Credential, ServerAddres
 use mongodb::sync::{Client, Database};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use tempfile::TempDir;
 
 pub const ROOT_USER: &str = "root";
@@ -168,16 +169,7 @@ impl Mongo {
 
     /// A URI naming replica set `set`, with this server as its seed.
     pub fn set_uri(&self, set: &str, user: &str, password: &str, db: &str) -> String {
-        let escape = |text: &str| -> String {
-            text.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        char::from(b).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
+        let escape = |text| utf8_percent_encode(text, NON_ALPHANUMERIC);
         format!(
             "mongodb://{}:{}@{}:{}/{db}?authSource=admin&replicaSet={set}",
             escape(user),

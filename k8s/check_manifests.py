@@ -14,7 +14,9 @@ check that things which refer to each other agree, nor enum values. This does:
   probes         HTTP probes go to the management listener (MANAGEMENT_PORT, default
                  read from src/settings.rs), on a path it serves (read from
                  src/http/mod.rs); the container declares both ports the binary listens
-                 on (PORT too); a Prometheus scrape annotation names the management port
+                 on (PORT too); a Prometheus scrape annotation names the management port;
+                 a NetworkPolicy keeps other pods off the management port (the node, where
+                 the kubelet probes from, is always let through)
   image          the API's image is exactly what `just build-image` tags; every image
                  has an explicit tag other than latest
   resources      every container has CPU and memory requests and limits
@@ -283,6 +285,7 @@ class Checker:
                     self.problem("probes", f"{where} declares ports {sorted(ports.values())}, but the binary listens on {number} ({variable})")
             management = listens["MANAGEMENT_PORT"]
             self.check_scrape_annotation(w, management)
+            self.check_management_closed(w, ports, management)
             for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
                 probe = c.get(kind)
                 if not probe:
@@ -315,6 +318,29 @@ class Checker:
             self.problem("probes", f"{self.name(workload)} prometheus.io/port {annotations.get('prometheus.io/port')!r} is not the management port {management}")
         if annotations.get("prometheus.io/path", "/metrics") not in self.management_paths:
             self.problem("probes", f"{self.name(workload)} prometheus.io/path {annotations.get('prometheus.io/path')!r} is not served")
+
+    def check_management_closed(self, workload, ports, management):
+        """Other pods must not reach the management listener: a few clients that open all
+        its connections and never read would make the liveness probe fail."""
+        labels = workload["spec"]["template"]["metadata"].get("labels") or {}
+        guarding = [
+            n for n in self.objects("NetworkPolicy")
+            if self.namespace(n) == self.namespace(workload)
+            and "Ingress" in (n["spec"].get("policyTypes") or ["Ingress"])
+            and all(labels.get(k) == v for k, v in (n["spec"].get("podSelector", {}).get("matchLabels") or {}).items())
+        ]
+        if not guarding:
+            self.problem("probes", f"no NetworkPolicy isolates {self.name(workload)} pods: any pod can reach the management port {management}")
+        for n in guarding:
+            for rule in n["spec"].get("ingress") or []:
+                numbers = []
+                for p in rule.get("ports") or []:
+                    port = p.get("port")
+                    if isinstance(port, str) and port not in ports:
+                        self.problem("probes", f"{self.name(n)} allows port {port!r}, which {self.name(workload)} pods do not declare")
+                    numbers.append(ports.get(port) if isinstance(port, str) else port)
+                if not rule.get("ports") or management in numbers:
+                    self.problem("probes", f"{self.name(n)} lets other pods reach the management port {management}")
 
     def check_resources(self):
         for w, _, pod in [*self.pod_templates(), *self.operator_members()]:

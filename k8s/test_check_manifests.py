@@ -88,7 +88,7 @@ class BrokenCopies(Breaking):
 
     def test_network_policy_peer_selecting_nothing(self):
         def change(docs):
-            one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] = {"app.kubernetes.io/name": "api"}
+            one(docs, "NetworkPolicy", "mongo-")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] = {"app.kubernetes.io/name": "api"}
         self.broken(change, "allows from")
 
     def test_secret_key_that_does_not_exist(self):
@@ -154,6 +154,26 @@ class BrokenCopies(Breaking):
 
     def test_management_port_not_declared(self):
         self.broken(lambda d: api_container(d)["ports"].pop(1), "listens on 8081 (MANAGEMENT_PORT)")
+
+    def test_management_port_open_to_other_pods(self):
+        def change(docs):
+            del one(docs, "NetworkPolicy", "api-")["spec"]["ingress"][0]["ports"]
+        self.broken(change, "lets other pods reach the management port")
+
+    def test_management_port_allowed_by_name(self):
+        def change(docs):
+            one(docs, "NetworkPolicy", "api-")["spec"]["ingress"][0]["ports"].append({"port": "management"})
+        self.broken(change, "lets other pods reach the management port")
+
+    def test_no_policy_isolating_the_api(self):
+        def change(docs):
+            docs.remove(one(docs, "NetworkPolicy", "api-"))
+        self.broken(change, "no NetworkPolicy isolates")
+
+    def test_policy_port_the_pods_do_not_declare(self):
+        def change(docs):
+            one(docs, "NetworkPolicy", "api-")["spec"]["ingress"][0]["ports"][0]["port"] = "htp"
+        self.broken(change, "which Deployment/mongo-api pods do not declare")
 
     def test_scrape_annotation_on_the_wrong_port(self):
         def change(d):
@@ -269,7 +289,7 @@ class BrokenReplicaSet(Breaking):
         self.broken(change, "container mongod has no memory limit")
 
     def test_network_policy_not_selecting_the_members(self):
-        self.broken(lambda d: one(d, "NetworkPolicy")["spec"]["podSelector"].update({"matchLabels": {"app": "mongo"}}), "matches no pods")
+        self.broken(lambda d: one(d, "NetworkPolicy", "mongo-")["spec"]["podSelector"].update({"matchLabels": {"app": "mongo"}}), "matches no pods")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 //! port and calls it, and the integration tests start it the same way on `127.0.0.1:0`.
 
 pub mod app;
+pub mod cgroup;
 pub mod http;
 pub mod json;
 pub mod logging;

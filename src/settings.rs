@@ -49,6 +49,14 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
 }
 
 const DEFAULT_DB: &str = "flask_db";
+/// What the process takes beyond `REQUEST_MEMORY_MIB`, as the pod's memory cgroup counts it
+/// (user and kernel memory; README, "Memory", says how each was measured): at rest, with
+/// its threads and the MongoDB driver, and for each open connection (the kernel's socket,
+/// its thread, its buffers). Plus a margin for what varies between runs.
+pub const MEMORY_AT_REST: u64 = 12 * 1024 * 1024;
+pub const MEMORY_PER_CONNECTION: u64 = 72 * 1024;
+pub const MEMORY_MARGIN: u64 = 8 * 1024 * 1024;
+
 /// Connections the management listener holds at once: the kubelet's probes and a scraper
 /// or two need far fewer.
 const MANAGEMENT_CONNECTIONS: usize = 16;
@@ -221,9 +229,14 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Reads the environment and the command line.
+    /// Reads the environment and the command line, and checks that what they ask for fits
+    /// the memory limit the process runs under, if it has one.
     pub fn load() -> Result<Settings, SettingsError> {
-        Self::from_matches(Settings::command().try_get_matches())
+        let settings = Self::from_matches(Settings::command().try_get_matches())?;
+        settings
+            .http
+            .check_memory_limit(crate::cgroup::memory_limit())?;
+        Ok(settings)
     }
 
     /// From explicit arguments only, ignoring the environment (for tests, whatever the
@@ -274,6 +287,41 @@ impl HttpSettings {
     /// The memory budget for requests, in bytes.
     pub fn request_memory(&self) -> u64 {
         self.request_memory_mib * 1024 * 1024
+    }
+
+    /// The memory limit this configuration needs: the request budget, the process at rest,
+    /// every connection it may hold, and the margin.
+    pub fn memory_needed(&self) -> u64 {
+        self.request_memory()
+            + MEMORY_AT_REST
+            + u64::from(self.max_connections) * MEMORY_PER_CONNECTION
+            + MEMORY_MARGIN
+    }
+
+    /// Refuses a configuration whose connections and budget cannot fit `limit`: past it
+    /// the kernel would kill the process under load, every client of the pod with it.
+    /// Refused rather than lowered, so that the operator sees the mistake at once and
+    /// what the pod holds is what its configuration says.
+    pub fn check_memory_limit(&self, limit: Option<u64>) -> Result<(), SettingsError> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let needed = self.memory_needed();
+        if needed <= limit {
+            return Ok(());
+        }
+        let mib = |bytes: u64| bytes.div_ceil(1024 * 1024);
+        let fitting = limit.saturating_sub(self.request_memory() + MEMORY_AT_REST + MEMORY_MARGIN)
+            / MEMORY_PER_CONNECTION;
+        Err(SettingsError::Invalid(format!(
+            "MAX_CONNECTIONS={} with REQUEST_MEMORY_MIB={} needs a memory limit of {} MiB, \
+             and this process is limited to {} MiB: lower MAX_CONNECTIONS (at most {fitting} \
+             fit) or REQUEST_MEMORY_MIB, or raise the limit",
+            self.max_connections,
+            self.request_memory_mib,
+            mib(needed),
+            mib(limit)
+        )))
     }
 
     /// The API listener's limits; request bodies are taken from `memory`.
@@ -576,6 +624,29 @@ mod tests {
             parse(&["--help"]),
             Err(SettingsError::Informational(text)) if text.contains("--mongo-timeout-ms")
         ));
+    }
+
+    #[test]
+    fn a_configuration_that_cannot_fit_the_memory_limit_is_refused_with_one_line() {
+        let s = parse(&["--max-connections", "256", "--request-memory-mib", "48"]).unwrap();
+        assert!(
+            s.http.check_memory_limit(None).is_ok(),
+            "no limit, no check"
+        );
+        assert!(s
+            .http
+            .check_memory_limit(Some(s.http.memory_needed()))
+            .is_ok());
+        let refused = s.http.check_memory_limit(Some(s.http.memory_needed() - 1));
+        let Err(SettingsError::Invalid(line)) = refused else {
+            panic!("accepted")
+        };
+        assert!(
+            line.contains("MAX_CONNECTIONS=256") && !line.contains('\n'),
+            "{line}"
+        );
+        let big = parse(&["--max-connections", "1000000"]).unwrap();
+        assert!(big.http.check_memory_limit(Some(80 << 20)).is_err());
     }
 
     #[test]

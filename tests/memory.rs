@@ -1,6 +1,7 @@
 //! Memory stays inside the Deployment's limit under the worst valid inputs, measured as
-//! the peak resident memory (`VmHWM`) of the static release binary started with the
-//! Deployment's own settings: bodies that grow most when converted, as many as there
+//! the pod's memory cgroup counts it (user and kernel memory: `support::pod`), for the
+//! static release binary started with the Deployment's own settings inside a cgroup with
+//! the Deployment's memory limit: bodies that grow most when converted, as many as there
 //! are workers; `MAX_CONNECTIONS` uploads stalled just before their end; many clients
 //! listing documents of several MiB each. What does not fit in `REQUEST_MEMORY_MIB`
 //! waits, then gets 503 with `Retry-After`; nothing is killed.
@@ -14,34 +15,17 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{doc, Document};
 use support::http::{self, raw_status, read_until_close};
 use support::mongo::Mongo;
-use support::release::{self, Deployment};
-use support::service::{mongo_env, Process};
+use support::pod::{self, Pod};
+use support::service::mongo_env;
 
-/// The release binary with the Deployment's settings, connected to `db`.
-fn start(mongo: &Mongo, db: &str, deployment: &Deployment) -> Process {
-    let mut env = mongo_env(mongo, db);
-    env.extend(deployment.env.iter().map(|(k, v)| (leak(k), v.clone())));
-    let service = Process::start_binary(&release::binary(), &env);
-    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
-    service
-}
-
-fn leak(name: &str) -> &'static str {
-    Box::leak(name.to_owned().into_boxed_str())
-}
-
-fn assert_within_limit(service: &Process, deployment: &Deployment, what: &str) -> u64 {
-    let peak_mib = service.peak_rss_kib().div_ceil(1024);
-    eprintln!(
-        "{what}: peak RSS {peak_mib} MiB (limit {} MiB)",
-        deployment.memory_limit_mib
+/// The release binary in the Deployment's limits, with its settings, connected to `db`.
+fn start(mongo: &Mongo, db: &str) -> Pod {
+    let pod = Pod::start(db, &mongo_env(mongo, db));
+    assert_eq!(
+        http::get(&pod.service.management_url("/readyz")).status,
+        200
     );
-    assert!(
-        peak_mib < deployment.memory_limit_mib,
-        "{what}: peak RSS {peak_mib} MiB, the Deployment's limit is {} MiB",
-        deployment.memory_limit_mib
-    );
-    peak_mib
+    pod
 }
 
 /// A body just under 1 MiB that grows about sixfold into BSON: one array of zeros.
@@ -54,32 +38,27 @@ fn array_body(max: usize) -> Vec<u8> {
     body
 }
 
-fn workers(deployment: &Deployment) -> usize {
-    deployment
-        .env
-        .iter()
-        .find(|(k, _)| k == "WORKERS")
-        .map_or(16, |(_, v)| v.parse().unwrap())
+fn workers() -> usize {
+    pod::deployment().number("WORKERS", 16) as usize
 }
 
-fn max_connections(deployment: &Deployment) -> usize {
-    deployment
-        .env
-        .iter()
-        .find(|(k, _)| k == "MAX_CONNECTIONS")
-        .map(|(_, v)| v.parse().unwrap())
+fn max_connections() -> usize {
+    pod::deployment()
+        .var("MAX_CONNECTIONS")
         .expect("the Deployment sets MAX_CONNECTIONS")
+        .parse()
+        .unwrap()
 }
 
 #[test]
 fn as_many_array_bodies_as_workers_stay_inside_the_limit() {
-    let deployment = release::deployment();
     let mongo = Mongo::start();
     let db = mongo.fresh_db("arrays");
-    let service = start(&mongo, &db, &deployment);
+    let mut pod = start(&mongo, &db);
+    let service = &pod.service;
     let body = array_body(1024 * 1024);
     let statuses: Vec<u16> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers(&deployment))
+        let handles: Vec<_> = (0..workers())
             .map(|_| {
                 let (body, url) = (&body, service.url("/data"));
                 scope.spawn(move || {
@@ -105,20 +84,22 @@ fn as_many_array_bodies_as_workers_stay_inside_the_limit() {
         statuses.len(),
         statuses.len() - stored
     );
-    assert_within_limit(&service, &deployment, "array bodies");
+    let url = service.url("/data");
+    pod.assert_within_limit("array bodies");
     // The memory came back: one more is stored at once.
     assert_eq!(
-        http::post(&service.url("/data"), Some("application/json"), &body).status,
+        http::post(&url, Some("application/json"), &body).status,
         201
     );
 }
 
 #[test]
 fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
-    let deployment = release::deployment();
     let mongo = Mongo::start();
     let db = mongo.fresh_db("stalled");
-    let service = start(&mongo, &db, &deployment);
+    let mut pod = start(&mongo, &db);
+    let service = &pod.service;
+    let (addr, url) = (service.addr, service.url("/data"));
     let body = array_body(1024 * 1024);
     let head = format!(
         "POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -126,9 +107,9 @@ fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
     );
     let started = Instant::now();
     let stalled: Vec<TcpStream> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..max_connections(&deployment))
+        let handles: Vec<_> = (0..max_connections())
             .map(|_| {
-                let (head, body, addr) = (&head, &body, service.addr);
+                let (head, body) = (&head, &body);
                 scope.spawn(move || {
                     let mut stream = TcpStream::connect(addr).unwrap();
                     stream.write_all(head.as_bytes()).unwrap();
@@ -154,7 +135,7 @@ fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
         "{:?}",
         probe.elapsed()
     );
-    let peak = assert_within_limit(&service, &deployment, "stalled uploads");
+    let peak = pod.assert_within_limit("stalled uploads");
     // Each stalled upload ends with 503 (no memory for its body, not read) or 408 (read,
     // but not finished in time).
     let mut answers = std::collections::BTreeMap::new();
@@ -165,20 +146,19 @@ fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
         let text = read_until_close(&mut stream);
         *answers.entry(raw_status(&text)).or_insert(0) += 1;
     }
-    eprintln!("answers to the stalled uploads: {answers:?} (peak {peak} MiB)");
+    eprintln!("answers to the stalled uploads: {answers:?} ({peak})");
     assert!(
         answers.keys().all(|s| matches!(s, Some(503) | Some(408))),
         "{answers:?}"
     );
     assert_eq!(
-        http::post(&service.url("/data"), Some("application/json"), &body).status,
+        http::post(&url, Some("application/json"), &body).status,
         201
     );
 }
 
 #[test]
 fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
-    let deployment = release::deployment();
     let mongo = Mongo::start();
     let db = mongo.fresh_db("big");
     // Written by another MongoDB client: 12 documents of 4 MiB each.
@@ -189,22 +169,19 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
             .run()
             .unwrap();
     }
-    let service = start(&mongo, &db, &deployment);
+    let mut pod = start(&mongo, &db);
+    let addr = pod.service.addr;
     let outcomes: Vec<(u16, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                let addr = service.addr;
-                scope.spawn(move || list(addr))
-            })
-            .collect();
+        let handles: Vec<_> = (0..16).map(|_| scope.spawn(move || list(addr))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_within_limit(&service, &deployment, "listings of 4 MiB documents");
+    pod.assert_within_limit("listings of 4 MiB documents");
     let complete = outcomes.iter().filter(|o| **o == (200, 12)).count();
     let refused = outcomes.iter().filter(|o| o.0 == 503).count();
     eprintln!("16 clients listing 48 MiB each: {complete} complete, {refused} answered 503");
     assert!(complete >= 1, "{outcomes:?}");
-    let warnings: Vec<String> = service
+    let warnings: Vec<String> = pod
+        .service
         .output()
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
@@ -215,7 +192,7 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
         outcomes.len(),
         "some were cut: {outcomes:?}\n{warnings:#?}"
     );
-    assert_eq!(list(service.addr), (200, 12), "served again afterwards");
+    assert_eq!(list(addr), (200, 12), "served again afterwards");
 }
 
 /// Lists on a raw connection: the status, and how many documents arrived complete (a
@@ -238,4 +215,19 @@ fn list(addr: std::net::SocketAddr) -> (u16, usize) {
         .map(|d| d.len())
         .unwrap_or(0);
     (response.status, documents)
+}
+
+#[test]
+fn more_connections_than_the_limit_can_hold_are_refused_at_start() {
+    let limit = pod::deployment().memory_limit;
+    let Some(output) = Pod::run_to_exit(&[("MAX_CONNECTIONS", "1000000".to_owned())], limit) else {
+        return; // No cgroup here: the process cannot know a limit (said above).
+    };
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("MAX_CONNECTIONS=1000000") && stderr.contains("at most"),
+        "{stderr}"
+    );
 }

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod mongo;
+pub mod pod;
 pub mod release;
 pub mod service;
 

@@ -137,6 +137,11 @@ impl Process {
 
     /// Like [`Process::start`], for another build of the binary (the release one).
     pub fn start_binary(binary: &std::path::Path, env: &[(&str, String)]) -> Process {
+        Process::spawn(Process::command(binary, env))
+    }
+
+    /// The command [`Process::start_binary`] runs.
+    pub fn command(binary: &std::path::Path, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
         command
             .env_clear()
@@ -146,7 +151,7 @@ impl Process {
         for (name, value) in env {
             command.env(name, value);
         }
-        Process::spawn(command)
+        command
     }
 
     /// Starts `command` (which must run the binary) and waits until it listens.
@@ -206,6 +211,11 @@ impl Process {
         self.child.id() as i32
     }
 
+    /// Whether the process has exited (without reaping it twice).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.pid()), signal).expect("signal the service");
     }
@@ -240,6 +250,16 @@ impl Process {
     /// Peak resident memory so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         self.status_field("VmHWM:")
+    }
+
+    /// Like [`Process::peak_rss_kib`], `None` once the process is gone.
+    pub fn try_peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
     }
 
     pub fn rss_kib(&self) -> u64 {

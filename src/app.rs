@@ -6,16 +6,21 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Budget, Server};
+use budget::Budget;
+use tiny_http::Server;
 
-use crate::http::{Handler, Limits};
+use crate::http::{Handler, Limits, Port};
 use crate::metrics::Metrics;
 use crate::settings::{HttpSettings, Settings};
 use crate::shutdown::Shutdown;
 use crate::store::{ConnectError, Store};
+use crate::workers;
 
 /// How long the management listener keeps answering probes after the API has drained.
 const MANAGEMENT_GRACE: Duration = Duration::from_secs(1);
+/// Workers for the management port's readiness pings, apart from the API's so that a busy
+/// API cannot delay them: one can wait out a hung MongoDB while the other answers.
+const PROBE_WORKERS: u16 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -57,8 +62,8 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     // One budget for what requests hold: bodies (taken by the server before reading
     // them), documents being converted and written, listing batches and pages.
     let memory = Budget::new(http.request_memory());
-    // A connection for each worker, and one for the management port's readiness pings.
-    let pool_size = u32::from(http.workers) + 1;
+    // A connection for each worker, API and probes.
+    let pool_size = u32::from(http.workers + PROBE_WORKERS);
     let store = Arc::new(Store::connect(
         &settings.mongo,
         pool_size,
@@ -74,14 +79,13 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     let api = {
         let handler = handler.clone();
         Server::from_listener(listeners.api, http.server_options(&memory), move |rq| {
-            handler.route(rq)
+            handler.triage(rq, Port::Api)
         })?
     };
     let management = {
         let handler = handler.clone();
         Server::from_listener(listeners.management, http.management_options(), move |rq| {
-            handler.manage(rq);
-            None
+            handler.triage(rq, Port::Management)
         })?
     };
     for server in [&api, &management] {
@@ -96,18 +100,20 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
         database = settings.mongo.database(),
         "listening"
     );
-    let served = crate::server::serve(
-        &api,
-        &handler,
-        http.workers,
-        http.shutdown_grace(),
-        &shutdown,
-    );
-    // Probes keep their answers while the API drains; then the management port goes too.
-    management.stop_accepting();
-    if !management.wait_drained(Instant::now() + MANAGEMENT_GRACE) {
-        management.abort_connections();
-    }
+    let answer_api = |rq| handler.answer(rq, Port::Api);
+    let answer_probe = |rq| handler.answer(rq, Port::Management);
+    let served = std::thread::scope(|scope| {
+        workers::spawn(scope, &management, PROBE_WORKERS, "probe", &answer_probe)?;
+        workers::spawn(scope, &api, http.workers, "worker", &answer_api)?;
+        workers::drain_on(&api, http.shutdown_grace(), &shutdown);
+        // Probes keep their answers while the API drains; then the management port goes
+        // too, and the scope joins every worker.
+        management.stop_accepting();
+        if !management.wait_drained(Instant::now() + MANAGEMENT_GRACE) {
+            management.abort_connections();
+        }
+        Ok::<(), io::Error>(())
+    });
     store.shutdown();
     served?;
     if let Some(failure) = api.failure().or_else(|| management.failure()) {

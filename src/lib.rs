@@ -11,7 +11,7 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod paging;
-pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod store;
+pub mod workers;

@@ -123,13 +123,12 @@ impl Metrics {
     }
 
     /// The exposition text and its content type.
-    pub fn render(&self) -> (Vec<u8>, String) {
-        let encoder = TextEncoder::new();
+    pub fn render(&self) -> (Vec<u8>, &'static str) {
         let mut out = Vec::with_capacity(8 * 1024);
-        encoder
+        TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding into memory cannot fail");
-        (out, encoder.format_type().to_owned())
+        (out, prometheus::TEXT_FORMAT)
     }
 }
 

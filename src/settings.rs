@@ -8,12 +8,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use budget::Budget;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use mongodb::options::{
     Acknowledgment, ClientOptions, ConnectionString, Credential, ReadPreference, SelectionCriteria,
     ServerAddress, WriteConcern,
 };
-use tiny_http::{Budget, ServerOptions};
+use tiny_http::ServerOptions;
 use tracing::level_filters::LevelFilter;
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.
@@ -97,6 +98,11 @@ pub struct HttpSettings {
     /// scrapers, with its own connection budget, so no client of PORT can starve them
     #[arg(long, env = "MANAGEMENT_PORT", default_value_t = 8081)]
     pub management_port: u16,
+
+    /// Event-loop threads that own the API's connections [default: the number of CPUs the
+    /// process may use, from its CPU quota]
+    #[arg(long, env = "IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub io_threads: Option<u16>,
 
     /// Worker threads for requests that need MongoDB; the MongoDB connection pool has one
     /// more connection, for readiness pings
@@ -324,9 +330,19 @@ impl HttpSettings {
         )))
     }
 
-    /// The API listener's limits; request bodies are taken from `memory`.
+    /// Event loops for the API: as many as the CPUs the process may use (the standard
+    /// library reads the cgroup's CPU quota), unless set.
+    pub fn io_threads(&self) -> usize {
+        self.io_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
+    }
+
+    /// The API listener's limits; what connections buffer is taken from `memory`.
     pub fn server_options(&self, memory: &Budget) -> ServerOptions {
         ServerOptions {
+            io_threads: self.io_threads(),
             keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             response_timeout: Duration::from_secs(self.response_timeout_secs),
@@ -339,10 +355,11 @@ impl HttpSettings {
         }
     }
 
-    /// The management listener's limits: a handful of probe and scrape connections, each
-    /// answered on its own thread, never queued behind the API's workers.
+    /// The management listener's limits: a handful of probe and scrape connections on an
+    /// event loop of their own, never queued behind the API's.
     pub fn management_options(&self) -> ServerOptions {
         ServerOptions {
+            io_threads: 1,
             max_connections: MANAGEMENT_CONNECTIONS,
             max_body_bytes: 0,
             memory: None,

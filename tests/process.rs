@@ -185,22 +185,61 @@ fn sigint_answers_every_request_in_flight_then_exits_zero() {
 fn idle_shutdown_is_prompt() {
     let mongo = Mongo::start();
     let mut service = Process::start(&mongo_env(&mongo, &mongo.fresh_db("idle")));
-    // Idle keep-alive connections must not hold the exit back until they time out.
+    // Idle keep-alive connections (each answered once) must not hold the exit back until
+    // they time out.
     let idle: Vec<TcpStream> = (0..20)
-        .map(|_| TcpStream::connect(service.addr).unwrap())
+        .map(|_| {
+            let mut stream = TcpStream::connect(service.addr).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            assert_eq!(
+                http::read_response(&mut reader).map(|r| r.status),
+                Some(200)
+            );
+            stream
+        })
         .collect();
-    assert_eq!(http::get(&service.url("/healthz")).status, 200);
     let started = Instant::now();
     service.signal(Signal::SIGTERM);
     let status = service.wait_exit(Duration::from_secs(5)).expect("exits");
     assert_eq!(status.code(), Some(0));
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(1),
         "took {:?}\n{}",
         started.elapsed(),
         service.output()
     );
     drop(idle);
+}
+
+#[test]
+fn a_connection_that_has_not_sent_its_request_yet_gets_a_moment_at_shutdown() {
+    let mongo = Mongo::start();
+    let mut service = Process::start(&mongo_env(&mongo, &mongo.fresh_db("fresh")));
+    // Connected, request not sent yet (as a client whose request is still in flight).
+    let mut late = TcpStream::connect(service.addr).unwrap();
+    let silent = TcpStream::connect(service.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    service.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    late.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let answer = read_until_close(&mut late);
+    assert_eq!(raw_status(&answer), Some(200), "{answer}");
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    // The silent one is closed when the moment (2 s) is over, and the process exits.
+    let status = service.wait_exit(Duration::from_secs(5)).expect("exits");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(3),
+        "exit after {took:?}"
+    );
+    drop(silent);
 }
 
 #[test]

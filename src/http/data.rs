@@ -3,10 +3,11 @@
 use std::io;
 use std::time::Duration;
 
+use budget::{Budget, Permit};
 use mongodb::bson::{Bson, RawDocumentBuf};
-use tiny_http::{Budget, Grant, Request};
+use tiny_http::{Grant, Request};
 
-use super::reply::{Chunks, Piece, STREAM_CHUNK};
+use super::reply::{Piece, STREAM_CHUNK};
 use super::{ApiError, Body, Handler, Reply};
 use crate::json::{self, EncodeError, JsonArray, JsonOut};
 use crate::paging;
@@ -73,7 +74,7 @@ impl Handler {
                 let slot = self
                     .limits
                     .listings
-                    .acquire(1, self.limits.queue_timeout)
+                    .acquire(self.limits.queue_timeout)
                     .ok_or(ApiError::Overloaded)?;
                 let documents = self
                     .store
@@ -91,15 +92,19 @@ impl Handler {
                 );
                 // The first piece is made before the status is sent, so that what stops
                 // it (MongoDB, memory) still gets its own error status.
-                let first = stream.piece().map_err(|e| match e {
+                let (bytes, memory) = stream.piece().map_err(|e| match e {
                     ListingError::Store(e) => self.store_error(e),
                     ListingError::Encode(e) => encode_error(e),
                 })?;
                 // A listing that fits in one piece is sent as it is, with its length: no
                 // streaming, and the connection writes it in one go.
-                if first.last {
-                    return Ok(Reply::json(200, first.bytes).holding(first.memory));
+                if stream.array.is_closed() {
+                    return Ok(Reply::json(200, bytes).holding(memory));
                 }
+                let first = Piece {
+                    bytes,
+                    memory: Some(memory),
+                };
                 Ok(Reply::new(
                     200,
                     super::reply::JSON,
@@ -230,11 +235,11 @@ struct JsonArrayStream {
     /// A piece has been made: the status line is (about to be) sent.
     started: bool,
     /// One of the listing slots, held until the listing ends.
-    _slot: Grant,
+    _slot: Permit,
 }
 
 impl JsonArrayStream {
-    fn new(documents: DocumentStream, memory: Budget, wait: Duration, slot: Grant) -> Self {
+    fn new(documents: DocumentStream, memory: Budget, wait: Duration, slot: Permit) -> Self {
         JsonArrayStream {
             documents,
             array: JsonArray::new(false),
@@ -255,8 +260,8 @@ impl JsonArrayStream {
         Ok(())
     }
 
-    /// The next piece of the array.
-    fn piece(&mut self) -> Result<Piece, ListingError> {
+    /// The next piece of the array, with the memory it holds.
+    fn piece(&mut self) -> Result<(Vec<u8>, Grant), ListingError> {
         // Once the first piece is out, failing can only cut the connection: wait longer,
         // and ahead of requests not yet admitted.
         let memory = if self.started {
@@ -277,11 +282,7 @@ impl JsonArrayStream {
             let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
             self.fill(&mut JsonOut::new(&mut bytes, &mut room))?;
         }
-        Ok(Piece {
-            bytes,
-            memory,
-            last: self.array.is_closed(),
-        })
+        Ok((bytes, memory))
     }
 }
 
@@ -294,10 +295,17 @@ enum ListingError {
     Encode(#[from] EncodeError),
 }
 
-impl Chunks for JsonArrayStream {
+impl tiny_http::Stream for JsonArrayStream {
     /// The pieces after the first: an error now cuts the connection instead of ending the
     /// chunked body, so the client sees a truncated response.
-    fn next_chunk(&mut self) -> io::Result<Piece> {
-        self.piece().map_err(io::Error::other)
+    fn next_piece(&mut self) -> io::Result<Option<Piece>> {
+        if self.array.is_closed() {
+            return Ok(None);
+        }
+        let (bytes, memory) = self.piece().map_err(io::Error::other)?;
+        Ok(Some(Piece {
+            bytes,
+            memory: Some(memory),
+        }))
     }
 }

@@ -9,11 +9,12 @@ mod reply;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use budget::{Budget, Permits};
 use mongodb::bson::oid::ObjectId;
-use tiny_http::{Budget, Method, Request};
+use tiny_http::{Method, Request};
 
 pub use error::ApiError;
-pub use reply::{Body, Chunks, Reply};
+pub use reply::{Body, Reply};
 
 use crate::metrics::Metrics;
 use crate::settings::HttpSettings;
@@ -27,7 +28,7 @@ pub struct Limits {
     /// Whole-collection listings streaming at once: they stream for as long as their
     /// clients read, so they may hold at most half the workers, and the other half always
     /// remains for writes, pages and readiness.
-    listings: Budget,
+    listings: Arc<Permits>,
     /// The memory budget requests take what they hold from.
     memory: Budget,
 }
@@ -38,7 +39,7 @@ impl Limits {
             max_body_bytes: settings.max_body_bytes,
             queue_timeout: settings.queue_timeout(),
             page_limit_max: settings.page_limit_max,
-            listings: Budget::new(u64::from(settings.workers / 2).max(1)),
+            listings: Arc::new(Permits::new(usize::from(settings.workers / 2).max(1))),
             memory,
         }
     }
@@ -52,7 +53,7 @@ pub struct Handler {
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Port {
+pub enum Port {
     Api,
     Management,
 }
@@ -92,6 +93,14 @@ impl Route {
             .map_or(Route::Unknown, |(_, route)| *route)
     }
 
+    /// The route of `path` on `port`: the management listener serves only its paths.
+    fn on(port: Port, path: &str) -> Route {
+        match Route::of(path) {
+            route if port == Port::Management && !route.is_management() => Route::Unknown,
+            route => route,
+        }
+    }
+
     /// The metrics label: the route's path, never the raw path, so clients cannot add
     /// series.
     fn label(self) -> &'static str {
@@ -117,7 +126,7 @@ impl Route {
     }
 
     /// Whether answering may wait on MongoDB, and so must run on a worker; everything else
-    /// is answered on the connection's own thread.
+    /// is answered on the connection's event loop.
     fn needs_worker(self, method: &Method) -> bool {
         matches!(self, Route::Data | Route::Readyz) && self.allows(method)
     }
@@ -186,41 +195,30 @@ impl Handler {
         }
     }
 
-    /// The API listener's first look at a request, on its connection's thread: what needs
-    /// no MongoDB is answered at once, the rest is handed back to be queued for a worker.
-    pub fn route(&self, rq: Request) -> Option<Request> {
-        let route = Route::of(split_target(rq.url()).0);
+    /// The first look at a request, on its connection's event loop: what needs no
+    /// MongoDB is answered there (it never blocks), the rest is returned, to be queued
+    /// for a worker ([`Handler::answer`]).
+    pub fn triage(&self, rq: Request, port: Port) -> Option<Request> {
+        let route = Route::on(port, split_target(rq.url()).0);
         if route.needs_worker(rq.method()) {
             return Some(rq);
         }
-        self.answer(rq, Port::Api);
+        self.answer(rq, port);
         None
     }
 
-    /// A worker's job: answers a request `route` queued.
-    pub fn handle(&self, rq: Request) {
-        self.answer(rq, Port::Api);
-    }
-
-    /// The management listener: probes and metrics, each answered on its connection's own
-    /// thread, so neither busy workers nor a flood on the API port can delay them.
-    pub fn manage(&self, rq: Request) {
-        self.answer(rq, Port::Management);
-    }
-
-    /// Answers one request; never panics on any input.
-    fn answer(&self, mut rq: Request, port: Port) {
+    /// Answers one request, and counts and logs it; never panics on any input. On a worker
+    /// for what [`Handler::triage`] returned, else on the event loop.
+    pub fn answer(&self, mut rq: Request, port: Port) {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let id = request_id(&rq);
         let method = method_label(rq.method());
         let (path, query) = split_target(rq.url());
         let (path, query) = (path.to_owned(), query.to_owned());
-        let route = match Route::of(&path) {
-            route if port == Port::Management && !route.is_management() => Route::Unknown,
-            route => route,
-        };
+        let route = Route::on(port, &path);
 
+        // Counted from when the request had arrived: the wait for a worker included.
         let waited = rq.received_at().elapsed();
         let result = if route.needs_worker(rq.method()) && waited > self.limits.queue_timeout {
             Err(ApiError::Overloaded)
@@ -229,33 +227,29 @@ impl Handler {
         };
         let reply = result.unwrap_or_else(ApiError::into_reply);
         let status = reply.status;
-
-        let outcome = reply.send(rq, &id);
-        let elapsed = started.elapsed();
+        reply.send(rq, &id);
+        let elapsed = started.elapsed() + waited;
         self.metrics.observe(route.label(), method, status, elapsed);
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;
-        match outcome {
-            // Probes and scrapes come every few seconds: not worth a line each.
-            Ok(()) if port == Port::Management => tracing::debug!(
+        // Probes and scrapes come every few seconds: not worth a line each.
+        if port == Port::Management {
+            tracing::debug!(
                 method,
                 path,
                 status,
                 duration_ms,
                 request_id = id,
                 "management request"
-            ),
-            Ok(()) => tracing::info!(
+            );
+        } else {
+            tracing::info!(
                 method,
                 path,
                 status,
                 duration_ms,
                 request_id = id,
                 "request"
-            ),
-            Err(error) => tracing::warn!(
-                method, path, status, duration_ms, request_id = id, %error,
-                "response aborted"
-            ),
+            );
         }
     }
 

@@ -1,38 +1,26 @@
 //! What a handler answers with, and how it reaches the client.
 
-use std::io::{self, Cursor, Read};
+use tiny_http::{Grant, Header, Request, Response, StatusCode, Stream};
 
-use tiny_http::{BodyWriter, Grant, Header, Request, Response, StatusCode};
+pub use tiny_http::Piece;
 
 pub const JSON: &str = "application/json";
-
-/// One piece of a streamed body, with the memory it holds until it has been sent.
-pub struct Piece {
-    pub bytes: Vec<u8>,
-    pub memory: Grant,
-    /// Nothing follows.
-    pub last: bool,
-}
-
-/// A body produced piece by piece by the worker while the connection sends it.
-pub trait Chunks {
-    fn next_chunk(&mut self) -> io::Result<Piece>;
-}
 
 pub enum Body {
     Bytes(Vec<u8>),
     Static(&'static [u8]),
     /// A body of unknown length (sent chunked), e.g. a whole collection: its first piece,
-    /// made before the status is sent, and the rest.
+    /// made before the status is sent, and the producer of the rest, which the server
+    /// calls on a worker each time the connection has written the previous piece.
     Stream {
         first: Piece,
-        rest: Box<dyn Chunks>,
+        rest: Box<dyn Stream>,
     },
 }
 
 pub struct Reply {
     pub status: u16,
-    content_type: String,
+    content_type: &'static str,
     body: Body,
     headers: Vec<(&'static str, String)>,
     /// Memory the body holds until it has been sent.
@@ -43,10 +31,10 @@ pub struct Reply {
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
 impl Reply {
-    pub fn new(status: u16, content_type: impl Into<String>, body: Body) -> Reply {
+    pub fn new(status: u16, content_type: &'static str, body: Body) -> Reply {
         Reply {
             status,
-            content_type: content_type.into(),
+            content_type,
             body,
             headers: Vec::new(),
             memory: None,
@@ -72,61 +60,20 @@ impl Reply {
         self
     }
 
-    /// Answers `rq`. The connection's thread writes the response; a streamed body is
-    /// produced here, piece by piece, as the connection takes the pieces.
-    pub fn send(self, rq: Request, request_id: &str) -> io::Result<()> {
+    /// Answers `rq`: the connection's event loop writes the response (and calls a
+    /// stream's producer for each further piece).
+    pub fn send(self, rq: Request, request_id: &str) {
         let mut headers = Vec::with_capacity(self.headers.len() + 3);
-        headers.push(header("Content-Type", &self.content_type));
+        headers.push(header("Content-Type", self.content_type));
         headers.push(header("X-Content-Type-Options", "nosniff"));
         headers.push(header("X-Request-Id", request_id));
         headers.extend(self.headers.iter().map(|(name, value)| header(name, value)));
-        let status = StatusCode(self.status);
-        match self.body {
-            Body::Bytes(bytes) => {
-                let length = bytes.len();
-                let body = Holding {
-                    body: Cursor::new(bytes),
-                    _memory: self.memory,
-                };
-                rq.respond(Response::new(status, headers, body, Some(length)));
-                Ok(())
-            }
-            Body::Static(bytes) => {
-                rq.respond(Response::new(status, headers, bytes, Some(bytes.len())));
-                Ok(())
-            }
-            Body::Stream { first, rest } => {
-                let (writer, reader) = rq.body_pipe();
-                rq.respond(Response::new(status, headers, reader, None));
-                pump(first, rest, writer)
-            }
-        }
-    }
-}
-
-/// Feeds a streamed body to its connection until it ends; on an error the writer is
-/// dropped unfinished, which cuts the connection.
-fn pump(first: Piece, mut rest: Box<dyn Chunks>, mut writer: BodyWriter) -> io::Result<()> {
-    let mut piece = first;
-    loop {
-        let last = piece.last;
-        writer.send(piece.bytes, Some(piece.memory))?;
-        if last {
-            return writer.finish();
-        }
-        piece = rest.next_chunk()?;
-    }
-}
-
-/// A body that keeps its memory reserved until the connection has sent it.
-struct Holding<R> {
-    body: R,
-    _memory: Option<Grant>,
-}
-
-impl<R: Read> Read for Holding<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        self.body.read(out)
+        let body = match self.body {
+            Body::Bytes(bytes) => tiny_http::Body::Bytes(bytes, self.memory),
+            Body::Static(bytes) => tiny_http::Body::Static(bytes),
+            Body::Stream { first, rest } => tiny_http::Body::Stream { first, rest },
+        };
+        rq.respond(Response::new(StatusCode(self.status), headers, body));
     }
 }
 

@@ -416,22 +416,6 @@ impl Drop for Cgroup {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities_read_as_kubernetes_reads_them() {
-        assert_eq!(quantity_bytes("80Mi"), 80 << 20);
-        assert_eq!(quantity_bytes("1Gi"), 1 << 30);
-        assert_eq!(quantity_bytes("100M"), 100_000_000);
-        assert_eq!(quantity_bytes("4096"), 4096);
-        assert_eq!(quantity_millis(&serde_json::json!("1")), 1000);
-        assert_eq!(quantity_millis(&serde_json::json!("250m")), 250);
-        assert_eq!(quantity_millis(&serde_json::json!(2)), 2000);
-    }
-}
-
 /// The release binary in a memory cgroup with the Deployment's limit, started with the
 /// Deployment's plain environment plus `env` (which wins).
 pub struct Pod {
@@ -541,4 +525,20 @@ fn pod_env(env: &[(&str, String)]) -> Vec<(&'static str, String)> {
         .map(|(k, v)| (leak(k), v.clone()))
         .chain(env.iter().map(|(k, v)| (leak(k), v.clone())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_as_kubernetes_reads_them() {
+        assert_eq!(quantity_bytes("80Mi"), 80 << 20);
+        assert_eq!(quantity_bytes("1Gi"), 1 << 30);
+        assert_eq!(quantity_bytes("100M"), 100_000_000);
+        assert_eq!(quantity_bytes("4096"), 4096);
+        assert_eq!(quantity_millis(&serde_json::json!("1")), 1000);
+        assert_eq!(quantity_millis(&serde_json::json!("250m")), 250);
+        assert_eq!(quantity_millis(&serde_json::json!(2)), 2000);
+    }
 }

@@ -10,8 +10,6 @@
 //! `Content-Length`, never on HTTP/1.0; §3.2: exactly one `Host` on HTTP/1.1; §7.1:
 //! chunk lines end in CRLF).
 
-use std::io::{self, BufRead, Read, Write};
-
 use crate::common::{HTTPVersion, Header, Method};
 
 /// Most header fields in one request (`431` beyond).
@@ -212,27 +210,49 @@ fn wants_close(headers: &[Header], version: &HTTPVersion) -> bool {
     close || (*version == (1, 0) && !keep_alive)
 }
 
+/// Why a chunked body cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
 #[derive(Debug, Clone, Copy)]
 enum State {
     Size,
     Data(u64),
     DataEnd,
+    Trailers(usize),
     Done,
 }
 
-/// Decodes a chunked request body from `source`. Reads report [`io::ErrorKind::InvalidData`]
-/// for a malformed body and [`io::ErrorKind::UnexpectedEof`] for one that ends early;
-/// a short body is never returned as if complete.
-pub struct ChunkedDecoder<R> {
-    source: R,
+/// Decodes a chunked request body from bytes as they arrive, in pieces of any size: what
+/// it was given is decoded or kept (a partial line, at most [`MAX_CHUNK_LINE`] bytes), so
+/// the caller never needs to hold back input. A malformed body is an error; a body that
+/// stops early is simply not done, never a short body taken for complete.
+pub struct ChunkedDecoder {
     state: State,
+    /// A chunk-size or trailer line, or the CRLF after data, not yet ended.
+    line: Vec<u8>,
 }
 
-impl<R: BufRead> ChunkedDecoder<R> {
-    pub fn new(source: R) -> Self {
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder::new()
+    }
+}
+
+/// What one call to [`ChunkedDecoder::decode`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Input bytes used; the rest (after the end of the body) belongs to the next request.
+    pub consumed: usize,
+    /// The last chunk and the trailers have been read.
+    pub done: bool,
+}
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
         ChunkedDecoder {
-            source,
             state: State::Size,
+            line: Vec::new(),
         }
     }
 
@@ -240,46 +260,102 @@ impl<R: BufRead> ChunkedDecoder<R> {
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
-}
 
-fn invalid(message: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
+    /// Decodes from `input`, appending body bytes to `out` but never more than `room` of
+    /// them (the caller's memory allowance; it asks again with more room), and returns how
+    /// much input it used and whether the body is complete.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        mut room: usize,
+    ) -> Result<Decoded, Malformed> {
+        let mut at = 0;
+        loop {
+            match self.state {
+                State::Done => break,
+                State::Data(remaining) => {
+                    let n = (input.len() - at)
+                        .min(room)
+                        .min(remaining.min(usize::MAX as u64) as usize);
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&input[at..at + n]);
+                    at += n;
+                    room -= n;
+                    let left = remaining - n as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                }
+                State::Size | State::DataEnd | State::Trailers(_) => {
+                    let Some(line) = self.take_line(input, &mut at)? else {
+                        break;
+                    };
+                    self.state = match self.state {
+                        State::Size => match parse_size(&line)? {
+                            0 => State::Trailers(0),
+                            size => State::Data(size),
+                        },
+                        State::DataEnd if line.is_empty() => State::Size,
+                        State::DataEnd => {
+                            return Err(Malformed("chunk longer than its declared size"))
+                        }
+                        State::Trailers(_) if line.is_empty() => State::Done,
+                        State::Trailers(count) => {
+                            check_trailer(line)?;
+                            if count == MAX_TRAILERS {
+                                return Err(Malformed("too many trailer fields"));
+                            }
+                            State::Trailers(count + 1)
+                        }
+                        State::Data(_) | State::Done => unreachable!("not a line state"),
+                    };
+                }
+            }
+        }
+        Ok(Decoded {
+            consumed: at,
+            done: self.is_done(),
+        })
+    }
 
-/// Reads one line, which must end in CRLF and hold no other CR or LF; returns it without
-/// the CRLF.
-fn read_line(source: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut line = Vec::new();
-    source
-        .take(MAX_CHUNK_LINE as u64 + 2)
-        .read_until(b'\n', &mut line)?;
-    if line.last() != Some(&b'\n') {
-        return Err(if line.len() > MAX_CHUNK_LINE {
-            invalid("chunk line too long")
-        } else {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "body ended inside a chunk line",
-            )
-        });
+    /// The next whole line (without its CRLF), taking input from `at`; `None` while it has
+    /// not ended (what arrived is kept).
+    fn take_line(&mut self, input: &[u8], at: &mut usize) -> Result<Option<Vec<u8>>, Malformed> {
+        let rest = &input[*at..];
+        let end = rest.iter().position(|&b| b == b'\n');
+        let piece = &rest[..end.map_or(rest.len(), |e| e + 1)];
+        if self.line.len() + piece.len() > MAX_CHUNK_LINE + 2 {
+            return Err(Malformed("chunk line too long"));
+        }
+        self.line.extend_from_slice(piece);
+        *at += piece.len();
+        if end.is_none() {
+            return Ok(None);
+        }
+        let mut line = std::mem::take(&mut self.line);
+        line.pop();
+        if line.pop() != Some(b'\r') {
+            return Err(Malformed("chunk line not ended by CRLF"));
+        }
+        if line.contains(&b'\r') {
+            return Err(Malformed("CR inside a chunk line"));
+        }
+        Ok(Some(line))
     }
-    line.pop();
-    if line.pop() != Some(b'\r') {
-        return Err(invalid("chunk line not ended by CRLF"));
-    }
-    if line.contains(&b'\r') {
-        return Err(invalid("CR inside a chunk line"));
-    }
-    Ok(line)
 }
 
 /// `chunk-size [ BWS ";" chunk-ext ]`: 1 to 15 hex digits (hyper's and httparse's bound),
 /// optional SP/HTAB, then extensions, which are ignored but may not hold control
 /// characters other than HTAB.
-fn parse_size(line: &[u8]) -> io::Result<u64> {
+fn parse_size(line: &[u8]) -> Result<u64, Malformed> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 15 {
-        return Err(invalid("invalid chunk size"));
+        return Err(Malformed("invalid chunk size"));
     }
     let rest = &line[digits..];
     let rest = &rest[rest
@@ -289,99 +365,32 @@ fn parse_size(line: &[u8]) -> io::Result<u64> {
     match rest.first() {
         None => {}
         Some(b';') if rest.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {}
-        Some(_) => return Err(invalid("invalid chunk size line")),
+        Some(_) => return Err(Malformed("invalid chunk size line")),
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("invalid chunk size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| invalid("invalid chunk size"))
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| Malformed("invalid chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| Malformed("invalid chunk size"))
 }
 
-impl<R: BufRead> Read for ChunkedDecoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.state {
-                State::Done => return Ok(0),
-                State::Size => {
-                    let size = parse_size(&read_line(&mut self.source)?)?;
-                    if size == 0 {
-                        self.skip_trailers()?;
-                        self.state = State::Done;
-                    } else {
-                        self.state = State::Data(size);
-                    }
-                }
-                State::Data(remaining) => {
-                    if buf.is_empty() {
-                        return Ok(0);
-                    }
-                    let want = buf.len().min(remaining.min(usize::MAX as u64) as usize);
-                    let n = self.source.read(&mut buf[..want])?;
-                    if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "body ended inside a chunk",
-                        ));
-                    }
-                    let left = remaining - n as u64;
-                    self.state = if left == 0 {
-                        State::DataEnd
-                    } else {
-                        State::Data(left)
-                    };
-                    return Ok(n);
-                }
-                State::DataEnd => {
-                    if !read_line(&mut self.source)?.is_empty() {
-                        return Err(invalid("chunk longer than its declared size"));
-                    }
-                    self.state = State::Size;
-                }
-            }
-        }
+/// A trailer field is read and dropped; it must be a well-formed header line.
+fn check_trailer(mut line: Vec<u8>) -> Result<(), Malformed> {
+    line.extend_from_slice(b"\r\n\r\n");
+    let mut slot = [httparse::EMPTY_HEADER; 1];
+    match httparse::parse_headers(&line, &mut slot) {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        _ => Err(Malformed("malformed trailer field")),
     }
 }
 
-impl<R: BufRead> ChunkedDecoder<R> {
-    /// Trailer fields are read and dropped; each must be a well-formed header line.
-    fn skip_trailers(&mut self) -> io::Result<()> {
-        for _ in 0..=MAX_TRAILERS {
-            let mut line = read_line(&mut self.source)?;
-            if line.is_empty() {
-                return Ok(());
-            }
-            line.extend_from_slice(b"\r\n\r\n");
-            let mut slot = [httparse::EMPTY_HEADER; 1];
-            match httparse::parse_headers(&line, &mut slot) {
-                Ok(httparse::Status::Complete(_)) => {}
-                _ => return Err(invalid("malformed trailer field")),
-            }
-        }
-        Err(invalid("too many trailer fields"))
-    }
+/// The line that starts a chunk of `length` bytes (the CRLF after its data is
+/// [`CHUNK_END`]).
+pub fn chunk_header(length: usize) -> Vec<u8> {
+    format!("{length:X}\r\n").into_bytes()
 }
 
-/// Copies `reader` to `writer` as chunks. If the reader fails, the error is returned
-/// before the terminating chunk is written, so the client can tell a truncated body
-/// from a complete one.
-pub fn write_chunked(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<()> {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        write_chunk(&buf[..n], writer)?;
-    }
-    writer.write_all(b"0\r\n\r\n")
-}
-
-/// Writes one non-empty chunk.
-pub(crate) fn write_chunk(data: &[u8], writer: &mut dyn Write) -> io::Result<()> {
-    write!(writer, "{:X}\r\n", data.len())?;
-    writer.write_all(data)?;
-    writer.write_all(b"\r\n")
-}
+/// What follows a chunk's data.
+pub const CHUNK_END: &[u8] = b"\r\n";
+/// The last chunk, with no trailers: the body is complete.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
@@ -539,10 +548,38 @@ mod tests {
         assert_eq!(head_too_large(b"GET / HTTP/1.1\r\nX: aaaa").status, 431);
     }
 
-    fn decode(input: &[u8]) -> io::Result<Vec<u8>> {
+    /// Decodes `input` whole, and again fed one byte at a time: both must agree.
+    fn decode(input: &[u8]) -> Result<Vec<u8>, Malformed> {
+        let mut whole = ChunkedDecoder::new();
         let mut out = Vec::new();
-        ChunkedDecoder::new(input).read_to_end(&mut out)?;
-        Ok(out)
+        let decoded = whole.decode(input, &mut out, usize::MAX);
+        let mut bytewise = ChunkedDecoder::new();
+        let mut out_bytewise = Vec::new();
+        let mut result = Ok(());
+        for byte in input {
+            if let Err(e) =
+                bytewise.decode(std::slice::from_ref(byte), &mut out_bytewise, usize::MAX)
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        match decoded {
+            Err(e) => {
+                assert_eq!(result, Err(e), "fed bytewise");
+                Err(e)
+            }
+            Ok(d) if !d.done => {
+                assert!(result.is_ok() && !bytewise.is_done());
+                Err(Malformed("incomplete"))
+            }
+            Ok(d) => {
+                assert_eq!(d.consumed, input.len());
+                assert!(bytewise.is_done());
+                assert_eq!(out, out_bytewise);
+                Ok(out)
+            }
+        }
     }
 
     #[test]
@@ -553,10 +590,27 @@ mod tests {
     }
 
     #[test]
-    fn premature_end_is_an_error_not_a_short_body() {
-        let err = decode(b"5\r\nhel").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        assert!(decode(b"5\r\nhello\r\n").is_err());
+    fn a_body_that_stops_early_is_not_done_and_what_follows_is_left() {
+        assert_eq!(decode(b"5\r\nhel"), Err(Malformed("incomplete")));
+        assert_eq!(decode(b"5\r\nhello\r\n"), Err(Malformed("incomplete")));
+        let mut decoder = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let input = b"2\r\nab\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
+        let d = decoder.decode(input, &mut out, usize::MAX).unwrap();
+        assert!(d.done);
+        assert_eq!(&input[d.consumed..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn room_bounds_what_is_decoded_and_the_rest_comes_later() {
+        let mut decoder = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let input = b"6\r\nabcdef\r\n0\r\n\r\n";
+        let d = decoder.decode(input, &mut out, 4).unwrap();
+        assert_eq!((out.as_slice(), d.done), (&b"abcd"[..], false));
+        let d2 = decoder.decode(&input[d.consumed..], &mut out, 4).unwrap();
+        assert!(d2.done);
+        assert_eq!(out, b"abcdef");
     }
 
     #[test]
@@ -576,35 +630,28 @@ mod tests {
             b"2;a\x01b\r\nxx\r\n0\r\n\r\n",
             b"0\r\nbad trailer\r\n\r\n",
         ] {
-            let err = decode(bad).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                io::ErrorKind::InvalidData,
-                "{:?}",
+            let result = decode(bad);
+            assert!(
+                matches!(result, Err(e) if e != Malformed("incomplete")),
+                "{:?}: {result:?}",
                 String::from_utf8_lossy(bad)
             );
         }
         let long = [b"1".repeat(2000), b"\r\n".to_vec()].concat();
+        assert_eq!(decode(&long), Err(Malformed("chunk line too long")));
+        let trailers = format!("0\r\n{}\r\n", "X: y\r\n".repeat(MAX_TRAILERS + 1));
         assert_eq!(
-            decode(&long).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
+            decode(trailers.as_bytes()),
+            Err(Malformed("too many trailer fields"))
         );
     }
 
     #[test]
-    fn encoder_round_trips_and_stops_without_terminator_on_error() {
-        let mut out = Vec::new();
-        write_chunked(&mut &b"hello world"[..], &mut out).unwrap();
-        assert_eq!(decode(&out).unwrap(), b"hello world");
-
-        struct Failing;
-        impl Read for Failing {
-            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-                Err(io::Error::other("source failed"))
-            }
-        }
-        let mut out = Vec::new();
-        assert!(write_chunked(&mut Failing, &mut out).is_err());
-        assert!(!out.ends_with(b"0\r\n\r\n"));
+    fn framing_helpers_make_what_the_decoder_reads() {
+        let mut wire = chunk_header(11);
+        wire.extend_from_slice(b"hello world");
+        wire.extend_from_slice(CHUNK_END);
+        wire.extend_from_slice(LAST_CHUNK);
+        assert_eq!(decode(&wire).unwrap(), b"hello world");
     }
 }

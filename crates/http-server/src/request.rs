@@ -1,34 +1,24 @@
 use std::fmt;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::body::{self, BodyReader, BodyWriter};
-use crate::connection::ConnectionControl;
+use budget::Grant;
+
 use crate::framing::{BodyFraming, Head};
-use crate::response::{Response, ResponseBox};
-use crate::{Grant, HTTPVersion, Header, Method};
+use crate::mailbox::{Mailbox, Message, Token};
+use crate::response::Response;
+use crate::{HTTPVersion, Header, Method};
 
-/// Where a request's response goes: back to its connection's thread, which writes it.
+/// Where a request's response goes: its connection's event loop, which writes it.
 pub(crate) struct Responder {
-    responses: Sender<ResponseBox>,
-    control: Arc<ConnectionControl>,
-    stall_timeout: Duration,
+    mailbox: Arc<Mailbox>,
+    token: Token,
 }
 
 impl Responder {
-    pub(crate) fn new(
-        responses: Sender<ResponseBox>,
-        control: Arc<ConnectionControl>,
-        stall_timeout: Duration,
-    ) -> Responder {
-        Responder {
-            responses,
-            control,
-            stall_timeout,
-        }
+    pub(crate) fn new(mailbox: Arc<Mailbox>, token: Token) -> Responder {
+        Responder { mailbox, token }
     }
 }
 
@@ -45,7 +35,7 @@ pub(crate) struct Body {
 /// A request whose head and body have been received in full.
 ///
 /// It must be answered with [`Request::respond`], which hands the response to the
-/// connection's own thread and returns at once; a request dropped unanswered is answered
+/// connection's event loop and returns at once; a request dropped unanswered is answered
 /// `500`. The connection reads no further request until then.
 pub struct Request {
     head: Head,
@@ -135,25 +125,16 @@ impl Request {
         self.received_at
     }
 
-    /// A body to be produced after the response has been handed over: give the reader to
-    /// the response (of unknown length), then write the pieces into the writer.
-    pub fn body_pipe(&self) -> (BodyWriter, BodyReader) {
-        let responder = self.responder.as_ref().expect("not answered yet");
-        body::pipe(responder.control.clone(), responder.stall_timeout)
+    /// Hands the response to the connection's event loop, which writes it.
+    pub fn respond(mut self, response: Response) {
+        self.send(response);
     }
 
-    /// Hands the response to the connection's thread, which writes it.
-    pub fn respond<R>(mut self, response: Response<R>)
-    where
-        R: Read + Send + 'static,
-    {
-        self.send(response.boxed());
-    }
-
-    fn send(&mut self, response: ResponseBox) {
+    fn send(&mut self, response: Response) {
         if let Some(responder) = self.responder.take() {
-            // Fails only if the connection's thread is gone, and then nobody can be told.
-            let _ = responder.responses.send(response);
+            responder
+                .mailbox
+                .post(Message::Respond(responder.token, response));
         }
     }
 }
@@ -171,7 +152,7 @@ impl fmt::Debug for Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if self.responder.is_some() {
-            self.send(Response::json_error(500, "internal server error").boxed());
+            self.send(Response::json_error(500, "internal server error"));
         }
     }
 }

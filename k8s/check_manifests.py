@@ -541,8 +541,8 @@ RESTRICTED_VOLUMES = {
 
 # The service's memory beyond its request budget (README, "Memory"): the process at rest,
 # each open connection, and a margin; measured by tests/memory.rs.
-REST_MIB = 8
-CONNECTION_KIB = 64
+REST_MIB = 12
+CONNECTION_KIB = 4
 MARGIN_MIB = 8
 
 

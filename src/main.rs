@@ -33,6 +33,10 @@ fn main() -> ExitCode {
     };
     let _logs = logging::init(settings.log_level);
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 
     let http = &settings.http;
     let listeners = match Listeners::bind(http) {

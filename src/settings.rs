@@ -55,7 +55,7 @@ const DEFAULT_DB: &str = "flask_db";
 /// its threads and the MongoDB driver, and for each open connection (the kernel's socket,
 /// its thread, its buffers). Plus a margin for what varies between runs.
 pub const MEMORY_AT_REST: u64 = 12 * 1024 * 1024;
-pub const MEMORY_PER_CONNECTION: u64 = 72 * 1024;
+pub const MEMORY_PER_CONNECTION: u64 = 4 * 1024;
 pub const MEMORY_MARGIN: u64 = 8 * 1024 * 1024;
 
 /// Connections the management listener holds at once: the kubelet's probes and a scraper

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::http::{self, raw_exchange, raw_status, read_response, read_until_close};
 use support::mongo::Mongo;
+use support::pod::Pod;
 use support::service::{mongo_env, start, Process};
 use support::wait_for;
 
@@ -472,4 +473,107 @@ fn a_listing_nobody_reads_is_cut_and_listings_never_take_every_worker() {
         "{}",
         service.output()
     );
+}
+
+/// Uploads a document of `size` bytes at about `rate` bytes a second on its own connection,
+/// as an honest client on a slow link; returns the status it got.
+fn slow_upload(addr: SocketAddr, size: usize, rate: usize) -> u16 {
+    let filler = size - 16;
+    let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(filler));
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let piece = rate / 16;
+    let started = Instant::now();
+    for (i, chunk) in body.as_bytes().chunks(piece).enumerate() {
+        if stream.write_all(chunk).is_err() {
+            return 0;
+        }
+        // Paced from the start, so that a slow write is caught up, never compounded.
+        let due = started + Duration::from_secs_f64((i + 1) as f64 / 16.0);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    let mut reader = BufReader::new(stream);
+    read_response(&mut reader).map_or(0, |r| r.status)
+}
+
+/// A flood of connections that each send part of a head and nothing more: `burst` at once,
+/// then `per_second` more until `stop`.
+fn partial_head_flood(
+    addr: SocketAddr,
+    burst: usize,
+    per_second: usize,
+    stop: &AtomicBool,
+) -> usize {
+    let open = |held: &mut Vec<TcpStream>| {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            let _ = s.write_all(b"POST /data HTTP/1.1\r\nHost: t\r\nX-Padding: aaaa");
+            held.push(s);
+        }
+    };
+    let mut held = Vec::new();
+    for _ in 0..burst {
+        open(&mut held);
+    }
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..per_second / 10 {
+            open(&mut held);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    held.len()
+}
+
+fn upload_during_flood(max_connections: Option<&str>) {
+    support::raise_fd_limit();
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("upload");
+    let mut env = mongo_env(&mongo, &db);
+    if let Some(max) = max_connections {
+        env.push(("MAX_CONNECTIONS", max.to_owned()));
+    }
+    let pod = Pod::start(&db, &env);
+    let addr = pod.service.addr;
+    assert_eq!(
+        http::get(&pod.service.management_url("/readyz")).status,
+        200
+    );
+    let stop = AtomicBool::new(false);
+    let (status, took, flooded, newcomer) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| partial_head_flood(addr, 600, 100, &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        // 256 KiB at 64 KiB/s: 4 s, well inside REQUEST_TIMEOUT_SECS.
+        let status = slow_upload(addr, 256 * 1024, 64 * 1024);
+        let took = started.elapsed();
+        let newcomer = timed_get(&pod.service.url("/"), 200);
+        stop.store(true, Ordering::Relaxed);
+        (status, took, flood.join().unwrap(), newcomer)
+    });
+    eprintln!(
+        "a 256 KiB upload at 64 KiB/s beside {flooded} partial-head connections (MAX_CONNECTIONS {}): \
+         {status} after {took:.1?}; a newcomer then served in {newcomer:?}",
+        max_connections.unwrap_or("as deployed")
+    );
+    assert_eq!(status, 201, "the steady upload was cut");
+    let stored = mongo.documents(&db);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].get_str("blob").unwrap().len(), 256 * 1024 - 16);
+    assert!(newcomer < Duration::from_millis(100), "{newcomer:?}");
+}
+
+#[test]
+fn a_steady_upload_is_not_disturbed_by_a_flood_of_partial_heads() {
+    upload_during_flood(None);
+}
+
+#[test]
+fn a_steady_upload_keeps_its_slot_when_a_flood_fills_every_slot() {
+    upload_during_flood(Some("256"));
 }

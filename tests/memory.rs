@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -93,8 +93,12 @@ fn as_many_array_bodies_as_workers_stay_inside_the_limit() {
     );
 }
 
+/// Uploads stalled at once in the stalled-uploads attack: a dozen times what the request
+/// budget can hold (48 bodies of 1 MiB), so most wait for memory and are refused.
+const STALLED_UPLOADS: usize = 600;
+
 #[test]
-fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
+fn stalled_almost_complete_uploads_stay_inside_the_limit() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("stalled");
     let mut pod = start(&mongo, &db);
@@ -107,7 +111,7 @@ fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
     );
     let started = Instant::now();
     let stalled: Vec<TcpStream> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..max_connections())
+        let handles: Vec<_> = (0..STALLED_UPLOADS)
             .map(|_| {
                 let (head, body) = (&head, &body);
                 scope.spawn(move || {
@@ -143,12 +147,16 @@ fn stalled_almost_complete_uploads_on_every_connection_stay_inside_the_limit() {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let text = read_until_close(&mut stream);
-        *answers.entry(raw_status(&text)).or_insert(0) += 1;
+        let mut text = Vec::new();
+        let outcome = stream.read_to_end(&mut text).err().map(|e| e.kind());
+        let text = String::from_utf8_lossy(&text);
+        *answers.entry((raw_status(&text), outcome)).or_insert(0) += 1;
     }
     eprintln!("answers to the stalled uploads: {answers:?} ({peak})");
     assert!(
-        answers.keys().all(|s| matches!(s, Some(503) | Some(408))),
+        answers
+            .keys()
+            .all(|(s, _)| matches!(s, Some(503) | Some(408))),
         "{answers:?}"
     );
     assert_eq!(
@@ -230,4 +238,82 @@ fn more_connections_than_the_limit_can_hold_are_refused_at_start() {
         stderr.contains("MAX_CONNECTIONS=1000000") && stderr.contains("at most"),
         "{stderr}"
     );
+}
+
+/// Opens `count` connections to `addr`, each answered one `GET /` and kept alive.
+fn keep_alive_clients(addr: std::net::SocketAddr, count: usize) -> Vec<BufReader<TcpStream>> {
+    (0..count)
+        .map(|i| {
+            let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut reader = BufReader::new(stream);
+            assert_eq!(get_root(&mut reader), Some(200), "connection {i}");
+            reader
+        })
+        .collect()
+}
+
+/// One `GET /` on a kept-alive connection; its status.
+fn get_root(reader: &mut BufReader<TcpStream>) -> Option<u16> {
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    support::http::read_response(reader).map(|r| r.status)
+}
+
+#[test]
+fn ten_thousand_idle_keep_alive_connections_fit_in_the_pod_and_are_all_answered() {
+    support::raise_fd_limit();
+    const CLIENTS: usize = 10_000;
+    let max = max_connections();
+    assert!(max >= CLIENTS, "the Deployment holds {max} connections");
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("capacity");
+    let mut env = mongo_env(&mongo, &db);
+    // Long enough for all of them to be asked twice.
+    env.push(("KEEP_ALIVE_TIMEOUT_SECS", "300".into()));
+    let mut pod = Pod::start(&db, &env);
+    let addr = pod.service.addr;
+    assert_eq!(http::get(&pod.service.url("/")).status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = pod.memory();
+    let started = Instant::now();
+    let mut clients = keep_alive_clients(addr, CLIENTS);
+    let opened = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = pod.memory();
+    // A newcomer meanwhile, on a fresh connection.
+    let newcomer = Instant::now();
+    assert_eq!(http::get(&pod.service.url("/")).status, 200);
+    let newcomer = newcomer.elapsed();
+    // Every one of them is still served.
+    let answered = clients
+        .iter_mut()
+        .map(get_root)
+        .filter(|status| *status == Some(200))
+        .count();
+    let report = pod.assert_within_limit("10,000 idle keep-alive connections");
+    let (Some(now), Some(base)) = (held.cgroup_now, before.cgroup_now) else {
+        eprintln!("per-connection cost SKIPPED: no cgroup");
+        assert_eq!(answered, CLIENTS);
+        return;
+    };
+    let per_connection = (now.saturating_sub(base)) / CLIENTS as u64;
+    eprintln!(
+        "{CLIENTS} keep-alive connections opened in {opened:.1?}: cgroup {:.1} -> {:.1} MiB, \
+         {per_connection} bytes each (user and kernel); a newcomer served in {newcomer:?}; \
+         {answered} answered again; peak {report}",
+        base as f64 / 1048576.0,
+        now as f64 / 1048576.0
+    );
+    assert_eq!(answered, CLIENTS, "some connections were lost");
+    assert!(newcomer < Duration::from_millis(100), "{newcomer:?}");
+    assert!(
+        per_connection <= 8 * 1024,
+        "{per_connection} bytes per idle connection"
+    );
+    drop(clients);
 }

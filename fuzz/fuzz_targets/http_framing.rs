@@ -6,10 +6,10 @@
 //!   `Transfer-Encoding`, and header values free of control characters other than HTAB;
 //! - an accepted chunked body is the body a decoder built on `httparse::parse_chunk_size`
 //!   reads from the same bytes, ending at the same byte, and every line of its framing
-//!   ends in CRLF.
+//!   ends in CRLF; fed in pieces of any size (as bytes arrive from a socket, the sizes
+//!   taken from the input itself), the decoder reads the same body and ends at the same
+//!   byte.
 #![no_main]
-
-use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
 use tiny_http::framing::{self, BodyFraming};
@@ -52,17 +52,36 @@ fuzz_target!(|input: &[u8]| {
         return;
     }
     let body_bytes = &input[length..];
-    let mut rest = body_bytes;
     let mut body = Vec::new();
-    let mut decoder = framing::ChunkedDecoder::new(&mut rest);
-    if decoder.read_to_end(&mut body).is_err() {
+    let mut decoder = framing::ChunkedDecoder::new();
+    let Ok(decoded) = decoder.decode(body_bytes, &mut body, usize::MAX) else {
+        return;
+    };
+    if !decoded.done {
         return;
     }
-    let consumed = body_bytes.len() - rest.len();
     let (expected, expected_consumed) =
         reference_decode(body_bytes).expect("the reference decoder accepts what we accept");
     assert_eq!(body, expected);
-    assert_eq!(consumed, expected_consumed);
+    assert_eq!(decoded.consumed, expected_consumed);
+    // The same bytes in pieces, with room for a few bytes of body at a time.
+    let mut pieces = framing::ChunkedDecoder::new();
+    let mut again = Vec::new();
+    let mut at = 0;
+    let mut step = 0;
+    while !pieces.is_done() {
+        let size = 1 + usize::from(input[step % input.len()] % 7);
+        step += 1;
+        let end = (at + size).min(body_bytes.len());
+        let room = 1 + usize::from(input[step % input.len()] % 5);
+        let d = pieces
+            .decode(&body_bytes[at..end], &mut again, room)
+            .expect("accepted whole, accepted in pieces");
+        at += d.consumed;
+        assert!(at <= decoded.consumed, "read past the end of the body");
+    }
+    assert_eq!(again, expected);
+    assert_eq!(at, decoded.consumed);
 });
 
 /// A chunked decoder on `httparse::parse_chunk_size` (which is lenient: any byte, LF

@@ -35,9 +35,9 @@ pub(crate) enum Phase {
     /// Writing a response (or waiting for the next piece of a streamed one).
     Responding,
     /// The response is written and the write side shut; discarding what the client still
-    /// sends for a moment, so that closing does not reset the connection under the
-    /// response before the client has read it.
-    Lingering { discarded: u64 },
+    /// sends, for as long as it keeps sending (within bounds), so that closing does not
+    /// reset the connection under the response before the client has read it.
+    Lingering { discarded: u64, since: Instant },
 }
 
 impl Phase {

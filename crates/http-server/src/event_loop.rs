@@ -46,10 +46,15 @@ const CHUNKED_STEP: u64 = 64 * 1024;
 /// How often a request being received is checked against its deadline and the minimum
 /// rate.
 const CHECKPOINT: Duration = Duration::from_secs(1);
-/// After refusing a request whose body was not read, how long to keep discarding what the
-/// client still sends, and how much of it at most.
+/// After answering a request whose body was not read (a refusal), what the client still
+/// sends is discarded while it keeps coming: until it stops for `LINGER_TIME`, or after
+/// `LINGER_MAX_TIME` or `LINGER_BYTES` in all (nginx's `lingering_timeout` and
+/// `lingering_time` are 5 and 30 s). A client uploading a body that was refused for want
+/// of memory is mostly still sending it, slowly on a poor link, and would otherwise get a
+/// reset instead of its answer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: u64 = 4 * 1024 * 1024;
+const LINGER_MAX_TIME: Duration = Duration::from_secs(30);
+const LINGER_BYTES: u64 = 16 * 1024 * 1024;
 /// When the server begins to drain, a connection that has sent nothing yet gets this long
 /// to send its first request: a client that has just connected has almost always sent it
 /// already (it is in flight), and closing the connection under it would fail a request
@@ -408,9 +413,10 @@ impl EventLoop {
     }
 
     /// Closes the connection that can best make room: the oldest idle one, else the
-    /// oldest that has sent nothing, else the oldest receiving below the minimum rate.
+    /// oldest that has sent nothing, else the oldest one answered and discarding what its
+    /// client still sends, else the oldest receiving below the minimum rate.
     fn evict_one(&mut self) -> bool {
-        let victim = [Class::Idle, Class::Fresh, Class::Slow]
+        let victim = [Class::Idle, Class::Fresh, Class::Lingering, Class::Slow]
             .into_iter()
             .find_map(|class| self.lists.front(class));
         match victim {
@@ -424,7 +430,9 @@ impl EventLoop {
     }
 
     fn publish_load(&self) {
-        let idle = self.lists.len(Class::Idle) + self.lists.len(Class::Fresh);
+        let idle = self.lists.len(Class::Idle)
+            + self.lists.len(Class::Fresh)
+            + self.lists.len(Class::Lingering);
         let oldest = [Class::Idle, Class::Fresh]
             .into_iter()
             .filter_map(|class| self.lists.front(class))
@@ -486,10 +494,16 @@ impl EventLoop {
         // Connections the kernel completed before the listener closes are served rather
         // than reset; their answers say `Connection: close`.
         if let Some(acceptor) = self.acceptor.take() {
+            // Taken first and placed after the close: a client connecting between the last
+            // accept and the close is reset by the kernel, so that moment is kept short.
+            let mut waiting = Vec::new();
             while let Ok((socket, _)) = acceptor.listener.accept() {
-                self.place(socket);
+                waiting.push(socket);
             }
             drop(acceptor);
+            for socket in waiting {
+                self.place(socket);
+            }
             self.shared.stopped_accepting();
         }
         while let Some((slot, _)) = self.lists.front(Class::Idle) {
@@ -638,7 +652,10 @@ impl EventLoop {
             self.close(slot, false);
             return Step::Closed;
         }
-        c.phase = Phase::Lingering { discarded: 0 };
+        c.phase = Phase::Lingering {
+            discarded: 0,
+            since: Instant::now(),
+        };
         c.consume_input(usize::MAX);
         self.lists.put(slot, Class::Lingering, Instant::now());
         Step::Progress(1)
@@ -847,8 +864,10 @@ impl EventLoop {
         };
         absorb(&mut body.memory, grant);
         // The time spent waiting for memory is the server's, not the client's.
-        c.rate_since = Instant::now();
+        let now = Instant::now();
+        c.rate_since = now;
         c.received = 0;
+        self.lists.put(slot, Class::Slow, now);
         self.receive_body(slot, body);
         let token = self.token(slot);
         self.again.push_back(token);
@@ -861,10 +880,6 @@ impl EventLoop {
         if !body.invited {
             c.output.push(Segment::Static(CONTINUE));
             body.invited = true;
-        }
-        let now = Instant::now();
-        if self.lists.class_of(slot) == Some(Class::Memory) {
-            self.lists.put(slot, Class::Slow, now);
         }
         // Body bytes that came with the head (or before a memory wait).
         let buffered = std::mem::take(&mut c.input);
@@ -1026,7 +1041,7 @@ impl EventLoop {
 
     fn linger(&mut self, slot: usize) -> Step {
         let c = &mut self.connections[slot];
-        let Phase::Lingering { discarded } = &mut c.phase else {
+        let Phase::Lingering { discarded, since } = &mut c.phase else {
             return Step::Idle;
         };
         let read = loop {
@@ -1036,8 +1051,14 @@ impl EventLoop {
             }
         };
         match read {
-            Ok(n) if n > 0 && *discarded + (n as u64) < LINGER_BYTES => {
+            Ok(n)
+                if n > 0
+                    && *discarded + (n as u64) < LINGER_BYTES
+                    && since.elapsed() < LINGER_MAX_TIME =>
+            {
                 *discarded += n as u64;
+                // Still coming: the wait for the next bytes starts again.
+                self.lists.put(slot, Class::Lingering, Instant::now());
                 Step::Progress(n)
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {

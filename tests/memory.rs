@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
-use support::http::{self, raw_status, read_until_close};
+use support::http::{self, raw_status};
 use support::mongo::Mongo;
 use support::pod::{self, Pod};
 use support::service::mongo_env;

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod http;
 pub mod json;
 pub mod logging;
+pub mod memcpy;
 pub mod metrics;
 pub mod paging;
 pub mod settings;

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -18,6 +18,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     mongo_errors: IntCounterVec,
     insert_batches: Histogram,
+    log_lines_dropped: IntCounter,
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -49,7 +50,8 @@ impl Metrics {
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
-                "Time from dequeuing a request to having written its response",
+                "Time from a request having arrived in full to its response handed to its \
+                 connection (the wait for a worker included; the writing is the event loop's)",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
@@ -71,6 +73,11 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .expect("valid metric");
+        let log_lines_dropped = IntCounter::new(
+            "log_lines_dropped_total",
+            "Log lines dropped because stdout did not take them in time",
+        )
+        .expect("valid metric");
         // Known label sets start at 0, so that rates and alerts work before the first error.
         for kind in MONGO_ERROR_KINDS {
             mongo_errors.with_label_values(&[*kind]);
@@ -82,6 +89,7 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(mongo_errors.clone()),
             Box::new(insert_batches.clone()),
+            Box::new(log_lines_dropped.clone()),
         ] {
             registry
                 .register(collector)
@@ -94,6 +102,7 @@ impl Metrics {
             in_flight,
             mongo_errors,
             insert_batches,
+            log_lines_dropped,
         }
     }
 
@@ -124,6 +133,10 @@ impl Metrics {
 
     /// The exposition text and its content type.
     pub fn render(&self) -> (Vec<u8>, &'static str) {
+        let dropped = crate::logging::dropped_lines();
+        let counted = self.log_lines_dropped.get();
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(counted));
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

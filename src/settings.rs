@@ -99,8 +99,8 @@ pub struct HttpSettings {
     #[arg(long, env = "MANAGEMENT_PORT", default_value_t = 8081)]
     pub management_port: u16,
 
-    /// Event-loop threads that own the API's connections [default: the number of CPUs the
-    /// process may use, from its CPU quota]
+    /// Event-loop threads that own the API's connections [default: half the CPUs the
+    /// process may use (from its CPU quota), at least 1]
     #[arg(long, env = "IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub io_threads: Option<u16>,
 
@@ -330,11 +330,13 @@ impl HttpSettings {
         )))
     }
 
-    /// Event loops for the API: as many as the CPUs the process may use (the standard
-    /// library reads the cgroup's CPU quota), unless set.
+    /// Event loops for the API, unless set: half the CPUs the process may use (the standard
+    /// library reads the cgroup's CPU quota), at least one. The loops do the cheap part of
+    /// every request; the workers and the MongoDB driver need the rest, and a loop that
+    /// competes with them for a core switches far more than it serves.
     pub fn io_threads(&self) -> usize {
         self.io_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            || std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             usize::from,
         )
     }

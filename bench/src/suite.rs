@@ -91,6 +91,9 @@ struct Row {
     /// CPU time per request, over every round, in microseconds.
     service_cpu_us: f64,
     axum_cpu_us: f64,
+    /// Context switches per request (every thread of the process), over every round.
+    service_switches: f64,
+    axum_switches: f64,
 }
 
 #[derive(Serialize)]
@@ -240,6 +243,7 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
         };
         let (mut service_runs, mut axum_runs) = (Vec::new(), Vec::new());
         let (mut service_cpu, mut axum_cpu) = (0.0, 0.0);
+        let (mut service_switches, mut axum_switches) = (0.0, 0.0);
         for round in 0..args.rounds {
             // Alternating which goes first, so that neither always follows the other.
             let order: [&Server; 2] = if round % 2 == 0 {
@@ -249,13 +253,22 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
             };
             for server in order {
                 let before = server.process.cpu_seconds().unwrap_or(0.0);
+                let switches_before = server.process.context_switches().unwrap_or(0);
                 let result = measure(server)?;
                 let used = server.process.cpu_seconds().unwrap_or(0.0) - before;
+                let switched = server
+                    .process
+                    .context_switches()
+                    .unwrap_or(0)
+                    .saturating_sub(switches_before);
+                let requests = result.requests.max(1) as f64;
                 if std::ptr::eq(server, &service) {
-                    service_cpu += used / result.requests.max(1) as f64;
+                    service_cpu += used / requests;
+                    service_switches += switched as f64 / requests;
                     service_runs.push(result);
                 } else {
-                    axum_cpu += used / result.requests.max(1) as f64;
+                    axum_cpu += used / requests;
+                    axum_switches += switched as f64 / requests;
                     axum_runs.push(result);
                 }
             }
@@ -288,6 +301,8 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
             gunicorn: gunicorn_results,
             service_cpu_us: service_cpu / args.rounds as f64 * 1e6,
             axum_cpu_us: axum_cpu / args.rounds as f64 * 1e6,
+            service_switches: service_switches / args.rounds as f64,
+            axum_switches: axum_switches / args.rounds as f64,
         });
     }
 
@@ -553,6 +568,12 @@ fn print_tables(results: &Results, args: &SuiteArgs) {
         println!(
             "| CPU per request, {} | {:.1} µs | {:.1} µs |",
             row.scenario, row.service_cpu_us, row.axum_cpu_us
+        );
+    }
+    for row in &results.rows {
+        println!(
+            "| Context switches per request, {} | {:.2} | {:.2} |",
+            row.scenario, row.service_switches, row.axum_switches
         );
     }
     let f = &results.footprint;

@@ -44,6 +44,10 @@ pub(crate) struct Admission {
     /// Connections open, including those on their way to a loop.
     open: AtomicUsize,
     loads: Vec<Load>,
+    /// Where the search for the least loaded loop starts: a burst of newcomers, placed
+    /// before any loop has published its new load, goes round the loops instead of all to
+    /// the first.
+    turn: AtomicUsize,
 }
 
 impl Admission {
@@ -52,6 +56,7 @@ impl Admission {
             limit,
             open: AtomicUsize::new(0),
             loads: (0..loops).map(|_| Load::default()).collect(),
+            turn: AtomicUsize::new(0),
         }
     }
 
@@ -66,10 +71,12 @@ impl Admission {
     /// Places a newcomer (only the accepting loop calls this, so the count cannot pass the
     /// limit between the check and the increment).
     pub(crate) fn place(&self) -> Placement {
-        let loads = self.loads.iter().enumerate();
         if self.open() < self.limit {
-            let (index, _) = loads
-                .min_by_key(|(_, l)| l.connections.load(Ordering::Relaxed))
+            let count = self.loads.len();
+            let first = self.turn.fetch_add(1, Ordering::Relaxed) % count;
+            let index = (first..first + count)
+                .map(|i| i % count)
+                .min_by_key(|&i| self.loads[i].connections.load(Ordering::Relaxed))
                 .expect("at least one loop");
             self.open.fetch_add(1, Ordering::AcqRel);
             return Placement::Open(index);
@@ -106,13 +113,15 @@ mod tests {
 
     #[test]
     fn newcomers_go_to_the_least_loaded_loop_then_to_one_that_can_make_room() {
-        let admission = Admission::new(3, 2);
-        admission.load(0).publish(1, 0, 0, 0);
-        assert_eq!(admission.place(), Placement::Open(1));
-        admission.load(1).publish(1, 1, 0, 50);
+        let admission = Admission::new(4, 2);
+        // Before any load is published, a burst goes round the loops.
         assert_eq!(admission.place(), Placement::Open(0));
-        admission.load(0).publish(2, 1, 0, 20);
         assert_eq!(admission.place(), Placement::Open(1));
+        admission.load(0).publish(2, 0, 0, 0);
+        admission.load(1).publish(1, 1, 0, 50);
+        assert_eq!(admission.place(), Placement::Open(1));
+        assert_eq!(admission.place(), Placement::Open(1));
+        admission.load(0).publish(2, 1, 0, 20);
         admission.load(1).publish(2, 1, 1, 50);
         // Full: the loop whose idle connection is oldest makes room.
         assert_eq!(admission.place(), Placement::Evict(0));
@@ -122,7 +131,7 @@ mod tests {
         assert_eq!(admission.place(), Placement::Evict(1), "a slow one then");
         admission.load(1).publish(2, 0, 0, 0);
         assert_eq!(admission.place(), Placement::Full);
-        assert_eq!(admission.closed(), 2);
+        assert_eq!(admission.closed(), 3);
         assert!(matches!(admission.place(), Placement::Open(_)));
     }
 }

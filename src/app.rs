@@ -62,11 +62,9 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     // One budget for what requests hold: bodies (taken by the server before reading
     // them), documents being converted and written, listing batches and pages.
     let memory = Budget::new(http.request_memory());
-    // A connection for each worker, API and probes.
-    let pool_size = u32::from(http.workers + PROBE_WORKERS);
     let store = Arc::new(Store::connect(
         &settings.mongo,
-        pool_size,
+        http.listings(),
         metrics.clone(),
         memory.clone(),
         http.queue_timeout(),
@@ -103,8 +101,15 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     let answer_api = |rq| handler.answer(rq, Port::Api);
     let answer_probe = |rq| handler.answer(rq, Port::Management);
     let served = std::thread::scope(|scope| {
-        workers::spawn(scope, &management, PROBE_WORKERS, "probe", &answer_probe)?;
-        workers::spawn(scope, &api, http.workers, "worker", &answer_api)?;
+        workers::spawn(
+            scope,
+            &management,
+            &store,
+            PROBE_WORKERS,
+            "probe",
+            &answer_probe,
+        )?;
+        workers::spawn(scope, &api, &store, http.workers, "worker", &answer_api)?;
         workers::drain_on(&api, http.shutdown_grace(), &shutdown);
         // Probes keep their answers while the API drains; then the management port goes
         // too, and the scope joins every worker.
@@ -114,7 +119,6 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
         }
         Ok::<(), io::Error>(())
     });
-    store.shutdown();
     served?;
     if let Some(failure) = api.failure().or_else(|| management.failure()) {
         return Err(AppError::Io(failure));

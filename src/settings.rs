@@ -290,6 +290,12 @@ impl HttpSettings {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    /// Listings fetching from MongoDB at once: half the workers, so that the other half
+    /// always remains for writes, pages and readiness.
+    pub fn listings(&self) -> u16 {
+        (self.workers / 2).max(1)
+    }
+
     /// The memory budget for requests, in bytes.
     pub fn request_memory(&self) -> u64 {
         self.request_memory_mib * 1024 * 1024

@@ -1,15 +1,16 @@
 //! The worker pools: a fixed number of threads that take the requests an HTTP server's
-//! event loops queued (those that may block on MongoDB) and answer them; and the graceful
-//! stop of the API.
+//! event loops queued (those that may block on MongoDB) and answer them, each with a
+//! MongoDB session of its own; and the graceful stop of the API.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::thread::{self, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Request, Server};
+use tiny_http::{Next, Request, Server};
 
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 
 /// Starts `count` workers named `name-N` on `server`, each answering with `answer` until
 /// the server has drained. If a thread cannot be started, the server's connections are
@@ -17,6 +18,7 @@ use crate::shutdown::Shutdown;
 pub fn spawn<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     server: &'env Server,
+    store: &'env Store,
     count: u16,
     name: &str,
     answer: &'env (dyn Fn(Request) + Sync),
@@ -25,17 +27,34 @@ pub fn spawn<'scope, 'env>(
         .map(|n| {
             thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn_scoped(scope, move || work(server, answer))
+                .spawn_scoped(scope, move || work(server, store, answer))
                 .inspect_err(|_| server.abort_connections())
         })
         .collect()
 }
 
-fn work(server: &Server, answer: &(dyn Fn(Request) + Sync)) {
-    while let Some(rq) = server.recv() {
-        // A panic drops the request, which answers it 500.
-        if catch_unwind(AssertUnwindSafe(|| answer(rq))).is_err() {
-            tracing::error!("request handler panicked");
+/// A worker: its own MongoDB session, then requests (and turns of streamed bodies) until
+/// the server has drained. Between requests it waits inside its session's runtime, which
+/// keeps the driver's monitor and pool going.
+fn work(server: &Server, store: &Store, answer: &(dyn Fn(Request) + Sync)) {
+    let _session = match store.attach() {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::error!(error = %e, "a worker cannot start its MongoDB client");
+            server.abort_connections();
+            return;
+        }
+    };
+    loop {
+        match server.try_recv() {
+            Next::Request(rq) => {
+                // A panic drops the request, which answers it 500.
+                if catch_unwind(AssertUnwindSafe(|| answer(rq))).is_err() {
+                    tracing::error!("request handler panicked");
+                }
+            }
+            Next::Empty => store.wait_for(server.work_ready()),
+            Next::Closed => return,
         }
     }
 }

@@ -418,38 +418,43 @@ fn framing_that_could_smuggle_a_request_is_refused_and_the_connection_closed() {
 }
 
 #[test]
-fn a_listing_nobody_reads_is_cut_and_listings_never_take_every_worker() {
+fn a_listing_nobody_reads_holds_no_worker_and_is_cut_once_it_takes_nothing() {
     let mongo = Mongo::start();
     let db = mongo.fresh_db("stall");
     mongo.preload(&db, 5_000, 1_000);
     let mut env = mongo_env(&mongo, &db);
+    // One listing may fetch at a time (half of two workers).
     env.push(("WORKERS", "2".into()));
     env.push(("RESPONSE_TIMEOUT_SECS", "3".into()));
     let service = Process::start(&env);
-    // One listing slot (half of 2 workers), taken by a client that never reads.
     let mut stalled = connect_tiny_buffer(service.addr);
     stalled
         .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
-    // Meanwhile a second listing waits for the slot and is refused after the queue
-    // timeout, and the other worker still serves writes and pages.
+    // Meanwhile another whole listing, writes and pages go through at once: the stalled
+    // listing waits for its client, holding no worker and no listing slot.
+    let took = Instant::now();
     let listing = http::get(&service.url("/data"));
-    assert_eq!(listing.status, 503, "{}", listing.body);
-    assert_eq!(listing.header("Retry-After"), Some("1"));
+    assert_eq!(listing.status, 200, "{}", listing.body);
+    assert_eq!(listing.json().as_array().unwrap().len(), 5_000);
     assert_eq!(
         http::post_json(&service.url("/data"), r#"{"b":2}"#).status,
         201
     );
     assert_eq!(http::get(&service.url("/data?limit=2")).status, 200);
+    eprintln!(
+        "a listing of 5 MB beside one nobody reads: {:?}",
+        took.elapsed()
+    );
     // The stalled listing is cut once it has taken nothing for RESPONSE_TIMEOUT_SECS (3 s).
     stalled
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut buf = vec![0; 1 << 20];
     // Read nothing until the server gives up; then whatever is buffered, then the end.
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(Duration::from_secs(6));
     let mut received = 0;
     loop {
         match stalled.read(&mut buf) {
@@ -457,21 +462,209 @@ fn a_listing_nobody_reads_is_cut_and_listings_never_take_every_worker() {
             Ok(n) => received += n,
         }
     }
-    let total = 5_001 * 1_010;
+    let total = 5_000 * 1_010;
     assert!(
         received < total,
         "the whole listing arrived ({received} bytes)"
     );
     assert!(started.elapsed() < Duration::from_secs(15));
-    wait_for("the listing slot back", Duration::from_secs(5), || {
-        (http::get(&service.url("/data?limit=1")).status == 200
-            && http::get(&service.url("/data")).status == 200)
-            .then_some(())
-    });
     assert!(
         service.output().contains("took nothing of its response"),
         "{}",
         service.output()
+    );
+}
+
+/// Lists the collection on a raw connection, reading `chunk` bytes every `pause`;
+/// returns the status and how many documents arrived.
+fn slow_listing(addr: SocketAddr, chunk: usize, pause: Duration) -> (u16, usize) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0; chunk];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+        std::thread::sleep(pause);
+    }
+    let mut reader = BufReader::new(&received[..]);
+    match read_response(&mut reader) {
+        Some(response) => {
+            let listed = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&response.body)
+                .map_or(0, |d| d.len());
+            (response.status, listed)
+        }
+        None => (0, 0),
+    }
+}
+
+#[test]
+fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("slowreaders");
+    // About 10 MB of JSON.
+    mongo.preload(&db, 60_000, 120);
+    let pod = Pod::start(&db, &mongo_env(&mongo, &db));
+    let addr = pod.service.addr;
+    assert_eq!(
+        http::get(&pod.service.management_url("/readyz")).status,
+        200
+    );
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            // 2 KiB every 2 s, as a phone on a bad link (or an attacker) reads.
+            scope.spawn(|| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream
+                    .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if stream.read(&mut buf).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        let ninth = slow_listing(addr, 1 << 20, Duration::ZERO);
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("a ninth listing of 60,000 documents beside eight slow readers: {ninth:?} in {took:.1?}");
+        assert_eq!(ninth, (200, 60_000));
+    });
+}
+
+#[test]
+fn a_steady_slow_reader_gets_a_listing_that_outlasts_the_response_timeout() {
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("steadyreader");
+    mongo.preload(&db, 6_000, 100);
+    let mut env = mongo_env(&mongo, &db);
+    env.push(("RESPONSE_TIMEOUT_SECS", "2".into()));
+    let service = Process::start(&env);
+    // About 700 KB at 64 KiB a second (10 s): five times the response timeout, but it
+    // never stops taking bytes for long.
+    let started = Instant::now();
+    let outcome = slow_listing(service.addr, 16 * 1024, Duration::from_millis(250));
+    let took = started.elapsed();
+    eprintln!("a steady slow reader: {outcome:?} after {took:.1?}");
+    assert!(
+        took > Duration::from_secs(4),
+        "{took:?}: not slow enough to prove anything"
+    );
+    assert_eq!(outcome, (200, 6_000));
+}
+
+#[test]
+fn head_of_the_whole_collection_reads_nothing_from_mongodb() {
+    let mongo = Mongo::start();
+    if support::mongo::skip_unless_managed(
+        &mongo,
+        "head_of_the_whole_collection_reads_nothing_from_mongodb",
+    ) {
+        return;
+    }
+    let db = mongo.fresh_db("head");
+    mongo.preload(&db, 20_000, 100);
+    let mut env = mongo_env(&mongo, &db);
+    env.push(("MONGO_TIMEOUT_MS", "1000".into()));
+    let service = Process::start(&env);
+    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    // MongoDB stops answering: anything that reads from it would wait out the timeout.
+    mongo.signal(nix::sys::signal::Signal::SIGSTOP);
+    let started = Instant::now();
+    let text = raw_exchange(
+        service.addr,
+        b"HEAD /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let took = started.elapsed();
+    mongo.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(raw_status(&text), Some(200), "{text}");
+    assert!(text.contains("Content-Type: application/json"), "{text}");
+    assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "a body after a HEAD: {text}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    let output = service.output();
+    let warnings: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn a_listing_lists_what_existed_when_it_began_exactly_once_under_concurrent_inserts() {
+    let mongo = Mongo::start();
+    let db = mongo.fresh_db("snapshot");
+    mongo.preload(&db, 5_000, 200);
+    let service = Process::start(&mongo_env(&mongo, &db));
+    let before: std::collections::HashSet<i32> = mongo
+        .documents(&db)
+        .iter()
+        .map(|d| d.get_i32("i").unwrap())
+        .collect();
+    let addr = service.addr;
+    let (listed, inserted) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            stream
+                .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut received = Vec::new();
+            let mut buf = vec![0; 32 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let response = read_response(&mut BufReader::new(&received[..])).expect("a response");
+            assert_eq!(response.status, 200);
+            serde_json::from_slice::<Vec<serde_json::Value>>(&response.body).unwrap()
+        });
+        let mut inserted = 0;
+        while !reader.is_finished() && inserted < 2_000 {
+            let body = format!(r#"{{"i":{},"new":true}}"#, 100_000 + inserted);
+            assert_eq!(
+                http::post_json(&format!("http://{addr}/data"), &body).status,
+                201
+            );
+            inserted += 1;
+        }
+        (reader.join().unwrap(), inserted)
+    });
+    let mut seen = std::collections::HashMap::new();
+    for document in &listed {
+        *seen
+            .entry(document["i"].as_i64().unwrap() as i32)
+            .or_insert(0) += 1;
+    }
+    eprintln!(
+        "a listing of 5,000 documents beside {inserted} inserts: {} listed, {} of them new",
+        listed.len(),
+        listed.iter().filter(|d| d.get("new").is_some()).count()
+    );
+    assert!(inserted > 0);
+    assert!(seen.values().all(|&n| n == 1), "a document listed twice");
+    assert!(
+        before.iter().all(|i| seen.contains_key(i)),
+        "an existing document was missed"
     );
 }
 

@@ -1,24 +1,27 @@
 //! `GET /data` and `POST /data`.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use budget::{Budget, Permit};
+use budget::{Budget, Grant, Permits};
 use mongodb::bson::{Bson, RawDocumentBuf};
-use tiny_http::{Grant, Request};
+use tiny_http::Request;
 
-use super::reply::{Piece, STREAM_CHUNK};
+use super::reply::Piece;
 use super::{ApiError, Body, Handler, Reply};
 use crate::json::{self, EncodeError, JsonArray, JsonOut};
 use crate::paging;
-use crate::store::{DocumentStream, ListQuery, StoreError, INSERT_COPIES, MIDWAY_MEMORY_WAIT};
+use crate::store::{
+    self, ListQuery, Store, StoreError, BATCH_SIZE, INSERT_COPIES, MIDWAY_MEMORY_WAIT,
+};
 
 /// A page stops growing once its JSON passes this size, even short of `limit`.
 const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// What a page reserves up front; it grows (with the budget's consent) as it fills.
 const PAGE_RESERVE: u64 = 64 * 1024;
 /// What each piece of a streamed listing reserves up front (it grows the same way).
-const PIECE_RESERVE: u64 = STREAM_CHUNK as u64 + 4096;
+const PIECE_RESERVE: u64 = 64 * 1024;
 
 const INSERTED: &[u8] = br#"{"status":"Data inserted"}"#;
 
@@ -66,101 +69,108 @@ impl Handler {
     }
 
     /// `GET /data`: every document, or one page of them, without `_id`, in `_id` order.
-    pub(super) fn list_documents(&self, query: &str) -> Result<Reply, ApiError> {
+    /// `HEAD` of the whole collection answers with the headers `GET` sends for one that
+    /// does not fit one piece, without reading it.
+    pub(super) fn list_documents(&self, query: &str, head: bool) -> Result<Reply, ApiError> {
         let params = paging::Params::parse(query, self.limits.page_limit_max)
             .map_err(ApiError::BadRequest)?;
         match params.limit {
-            None => {
-                let slot = self
-                    .limits
-                    .listings
-                    .acquire(self.limits.queue_timeout)
-                    .ok_or(ApiError::Overloaded)?;
-                let documents = self
-                    .store
-                    .list(&ListQuery {
-                        after: params.after,
-                        limit: None,
-                        with_id: false,
-                    })
-                    .map_err(|e| self.store_error(e))?;
-                let mut stream = JsonArrayStream::new(
-                    documents,
-                    self.limits.memory.clone(),
-                    self.limits.queue_timeout,
-                    slot,
-                );
-                // The first piece is made before the status is sent, so that what stops
-                // it (MongoDB, memory) still gets its own error status.
-                let (bytes, memory) = stream.piece().map_err(|e| match e {
-                    ListingError::Store(e) => self.store_error(e),
-                    ListingError::Encode(e) => encode_error(e),
-                })?;
-                // A listing that fits in one piece is sent as it is, with its length: no
-                // streaming, and the connection writes it in one go.
-                if stream.array.is_closed() {
-                    return Ok(Reply::json(200, bytes).holding(memory));
-                }
-                let first = Piece {
-                    bytes,
-                    memory: Some(memory),
-                };
-                Ok(Reply::new(
-                    200,
-                    super::reply::JSON,
-                    Body::Stream {
-                        first,
-                        rest: Box::new(stream),
+            None if head => Ok(Reply::new(
+                200,
+                super::reply::JSON,
+                Body::Stream {
+                    first: Piece {
+                        bytes: Vec::new(),
+                        memory: None,
                     },
-                ))
-            }
+                    rest: Box::new(Nothing),
+                },
+            )),
+            None => self.listing(params.after),
             Some(limit) => self.page(params.after, limit),
         }
+    }
+
+    /// The whole collection. The first piece is made here, before the status is sent, so
+    /// that what stops it (MongoDB, memory) still gets its own error status; a listing
+    /// that fits in it is sent as it is, with its length. The rest is made a batch per
+    /// worker turn, each when the connection has written the previous one.
+    fn listing(&self, after: Option<Bson>) -> Result<Reply, ApiError> {
+        let mut listing = Listing {
+            store: self.store.clone(),
+            permits: self.limits.listings.clone(),
+            memory: self.limits.memory.clone(),
+            wait: self.limits.queue_timeout,
+            after,
+            continuation: store::Continuation::default(),
+            array: JsonArray::new(true),
+            started: false,
+        };
+        let (bytes, memory) = listing.piece().map_err(|e| match e {
+            ListingError::Store(e) => self.store_error(e),
+            ListingError::Encode(e) => encode_error(e),
+        })?;
+        if listing.array.is_closed() {
+            return Ok(Reply::json(200, bytes).holding(memory));
+        }
+        let first = Piece {
+            bytes,
+            memory: Some(memory),
+        };
+        Ok(Reply::new(
+            200,
+            super::reply::JSON,
+            Body::Stream {
+                first,
+                rest: Box::new(listing),
+            },
+        ))
     }
 
     /// One page, built in memory (bounded by `limit` and `PAGE_MAX_BYTES`, and reserved
     /// from the budget) so that the `Link` header to the next page can be sent before the
     /// body.
     fn page(&self, after: Option<Bson>, limit: u32) -> Result<Reply, ApiError> {
+        let wait = self.limits.queue_timeout;
+        // One more than asked for tells whether another page follows.
+        let batch = self
+            .store
+            .fetch(
+                &ListQuery {
+                    after,
+                    limit: limit + 1,
+                },
+                false,
+            )
+            .map_err(|e| self.store_error(e))?;
+        // A second grant of a request that holds one: it does not queue behind new ones.
         let mut memory = self
             .limits
             .memory
-            .acquire(PAGE_RESERVE, self.limits.queue_timeout)
+            .acquire_admitted(PAGE_RESERVE, wait)
             .ok_or(ApiError::Overloaded)?;
-        // One more than asked for tells whether another page follows.
-        let mut documents = self
-            .store
-            .list(&ListQuery {
-                after,
-                limit: Some(limit + 1),
-                with_id: true,
-            })
-            .map_err(|e| self.store_error(e))?;
-        let wait = self.limits.queue_timeout;
         let mut body = Vec::with_capacity(PAGE_RESERVE as usize);
         let mut last_id = None;
-        let mut more = false;
+        // A reply cut short by its 16 MiB leaves documents after it.
+        let mut more = !batch.is_complete();
         {
             // A stored document may be large (up to 16 MiB): the page grows only with the
             // budget's consent.
             let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
             let mut out = JsonOut::new(&mut body, &mut room);
             let mut array = JsonArray::new(true);
-            while let Some(document) = documents.next_document().map_err(|e| self.store_error(e))? {
+            for document in batch.documents() {
+                let document = document.map_err(|e| self.store_error(e))?;
                 if array.items() == limit as usize || out.len() >= PAGE_MAX_BYTES {
                     more = true;
                     break;
                 }
                 array.push(document, &mut out).map_err(encode_error)?;
-                let id = document.get("_id").ok().flatten().ok_or_else(|| {
-                    tracing::error!("a listed document has no _id");
-                    ApiError::Internal
-                })?;
-                last_id = Some(id.to_raw_bson());
+                last_id = Some(store::id_of(document).map_err(|e| self.store_error(e))?);
             }
             array.close(&mut out).map_err(encode_error)?;
         }
-        drop(documents);
+        drop(batch);
         let reply = Reply::json(200, body).holding(memory);
         Ok(match (more, last_id) {
             (true, Some(last)) => {
@@ -224,63 +234,83 @@ fn check_content_type(rq: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// The whole listing as a JSON array, encoded batch by batch while it is sent: memory
-/// stays at one driver batch plus a few pieces, whatever the size of the collection,
-/// and every piece is reserved from the budget before it grows.
-struct JsonArrayStream {
-    documents: DocumentStream,
-    array: JsonArray,
+/// The whole collection as one JSON array, a batch at a time. Each piece is one batch
+/// (up to `BATCH_SIZE` documents, at most one 16 MiB reply): the first fetched by the
+/// request's worker, the rest through a cursor opened strictly after the first batch's
+/// last `_id` and advanced by whichever worker takes the turn, once the connection has
+/// written the previous piece. A slow reader holds its connection, one piece of memory
+/// and an idle cursor on the server, never a worker. Every document that existed when
+/// the listing began is listed exactly once, in `_id` order (the `_id` index is walked
+/// forward and an `_id` never changes); one inserted meanwhile is listed if its `_id`
+/// sorts after the cursor's position then (a new ObjectId does), and never twice.
+struct Listing {
+    store: Arc<Store>,
+    /// At most this many listings fetch at once (half the workers): holding one only
+    /// while fetching, they leave the rest to writes, pages and readiness.
+    permits: Arc<Permits>,
     memory: Budget,
+    /// How long the first piece waits for a permit or memory (the queue timeout); later
+    /// pieces, whose status is sent, wait longer.
     wait: Duration,
-    /// A piece has been made: the status line is (about to be) sent.
+    after: Option<Bson>,
+    continuation: store::Continuation,
+    array: JsonArray,
     started: bool,
-    /// One of the listing slots, held until the listing ends.
-    _slot: Permit,
 }
 
-impl JsonArrayStream {
-    fn new(documents: DocumentStream, memory: Budget, wait: Duration, slot: Permit) -> Self {
-        JsonArrayStream {
-            documents,
-            array: JsonArray::new(false),
-            memory,
-            wait,
-            started: false,
-            _slot: slot,
-        }
-    }
-
-    fn fill(&mut self, out: &mut JsonOut<'_, '_>) -> Result<(), ListingError> {
-        while !self.array.is_closed() && out.len() < STREAM_CHUNK {
-            match self.documents.next_document()? {
-                None => self.array.close(out)?,
-                Some(document) => self.array.push(document, out)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The next piece of the array, with the memory it holds.
+impl Listing {
+    /// The next piece, with the memory it holds until written: the next batch as JSON.
     fn piece(&mut self) -> Result<(Vec<u8>, Grant), ListingError> {
-        // Once the first piece is out, failing can only cut the connection: wait longer,
-        // and ahead of requests not yet admitted.
-        let memory = if self.started {
-            self.memory
-                .acquire_admitted(PIECE_RESERVE, MIDWAY_MEMORY_WAIT)
-        } else {
-            self.memory.acquire(PIECE_RESERVE, self.wait)
-        };
-        let wait = if self.started {
+        let admitted = self.started;
+        let wait = if admitted {
             MIDWAY_MEMORY_WAIT
         } else {
             self.wait
         };
+        let batch = {
+            let _fetching = self.permits.acquire(wait).ok_or(StoreError::Busy)?;
+            match (&self.after, admitted) {
+                (Some(after), true) => self.store.fetch_more(&mut self.continuation, after)?,
+                _ => {
+                    let query = ListQuery {
+                        after: self.after.clone(),
+                        limit: BATCH_SIZE,
+                    };
+                    self.store.fetch(&query, admitted)?
+                }
+            }
+        };
         self.started = true;
-        let mut memory = memory.ok_or(EncodeError::NoMemory)?;
+        // A second grant of a listing that holds one: it does not queue behind new ones.
+        let mut memory = self
+            .memory
+            .acquire_admitted(PIECE_RESERVE, wait)
+            .ok_or(EncodeError::NoMemory)?;
         let mut bytes = Vec::with_capacity(PIECE_RESERVE as usize);
         {
             let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
-            self.fill(&mut JsonOut::new(&mut bytes, &mut room))?;
+            let mut out = JsonOut::new(&mut bytes, &mut room);
+            let mut last = None;
+            for document in batch.documents() {
+                let document = document?;
+                self.array.push(document, &mut out)?;
+                last = Some(document);
+            }
+            if let Some(last) = last {
+                let id = store::id_of(last)?;
+                self.after =
+                    Some(Bson::try_from(id).map_err(|e| StoreError::Internal(e.to_string()))?);
+            }
+            // The first batch: fewer than asked, and nothing left on the server. Later:
+            // the cursor has nothing left.
+            let last_batch = if admitted {
+                batch.is_complete()
+            } else {
+                batch.is_complete() && batch.len() < BATCH_SIZE as usize
+            };
+            if last_batch {
+                self.array.close(&mut out)?;
+            }
         }
         Ok((bytes, memory))
     }
@@ -295,17 +325,31 @@ enum ListingError {
     Encode(#[from] EncodeError),
 }
 
-impl tiny_http::Stream for JsonArrayStream {
+impl tiny_http::Stream for Listing {
     /// The pieces after the first: an error now cuts the connection instead of ending the
     /// chunked body, so the client sees a truncated response.
     fn next_piece(&mut self) -> io::Result<Option<Piece>> {
         if self.array.is_closed() {
             return Ok(None);
         }
-        let (bytes, memory) = self.piece().map_err(io::Error::other)?;
-        Ok(Some(Piece {
-            bytes,
-            memory: Some(memory),
-        }))
+        match self.piece() {
+            Ok((bytes, memory)) => Ok(Some(Piece {
+                bytes,
+                memory: Some(memory),
+            })),
+            Err(error) => {
+                tracing::warn!(%error, "a listing was cut");
+                Err(io::Error::other(error))
+            }
+        }
+    }
+}
+
+/// The body of a `HEAD`: never produced.
+struct Nothing;
+
+impl tiny_http::Stream for Nothing {
+    fn next_piece(&mut self) -> io::Result<Option<Piece>> {
+        Ok(None)
     }
 }

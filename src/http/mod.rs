@@ -39,7 +39,7 @@ impl Limits {
             max_body_bytes: settings.max_body_bytes,
             queue_timeout: settings.queue_timeout(),
             page_limit_max: settings.page_limit_max,
-            listings: Arc::new(Permits::new(usize::from(settings.workers / 2).max(1))),
+            listings: Arc::new(Permits::new(usize::from(settings.listings()))),
             memory,
         }
     }
@@ -286,7 +286,7 @@ impl Handler {
         match route {
             Route::Root => Ok(welcome()),
             Route::Data if *rq.method() == Method::Post => self.insert_document(rq),
-            Route::Data => self.list_documents(query),
+            Route::Data => self.list_documents(query, *rq.method() == Method::Head),
             Route::Healthz => Ok(self.live()),
             Route::Readyz => self.ready(),
             Route::Metrics => Ok(self.scrape()),

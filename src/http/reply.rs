@@ -27,9 +27,6 @@ pub struct Reply {
     memory: Option<Grant>,
 }
 
-/// About the size of each piece of a streamed body.
-pub const STREAM_CHUNK: usize = 64 * 1024;
-
 impl Reply {
     pub fn new(status: u16, content_type: &'static str, body: Body) -> Reply {
         Reply {

@@ -2,37 +2,48 @@
 //! mapping of driver errors to what the HTTP layer needs to know.
 //!
 //! Calls block the worker thread that makes them, as the design wants, but each one runs
-//! the official driver's async API on a small runtime the store owns, under a deadline
-//! (`MONGO_TIMEOUT_MS`). The driver's sync API cannot bound an operation against a
-//! server that accepts connections and never answers: the Rust driver has no socket
-//! timeout and no client-side operation timeout, and its monitor only interrupts
-//! operations after a heartbeat times out (10 s by default). Dropping an operation at
-//! its deadline is safe: the driver closes a connection returned in the middle of a
-//! command instead of reusing it. The async API also gives listings whole raw batches
-//! (one hand-off per batch, not per document, and no per-document copy).
+//! the official driver's async API under a deadline (`MONGO_TIMEOUT_MS`). The driver's
+//! sync API cannot bound an operation against a server that accepts connections and
+//! never answers: the Rust driver has no socket timeout and no client-side operation
+//! timeout, and its monitor only interrupts operations after a heartbeat times out (10 s
+//! by default). Dropping an operation at its deadline is safe: the driver closes a
+//! connection returned in the middle of a command instead of reusing it. The async API
+//! also gives listings whole raw batches (no per-document copy).
+//!
+//! Each worker thread has a [`Session`] of its own: a single-threaded tokio runtime that
+//! only that thread drives, and a `Client` (with one pooled connection and one monitoring
+//! connection per server) created on it. An operation then runs on the worker itself:
+//! it sends, sleeps in `epoll_wait` on its own runtime, and wakes when the reply comes, one
+//! context switch; with one shared multi-threaded runtime every operation crossed to its
+//! threads and back, a dozen switches (README, *Performance*). A worker waiting for work
+//! waits inside its runtime (`Store::wait_for`), so the driver's monitor and pool keep
+//! running. The price is a client per worker: `WORKERS` + 2 clients, each with one
+//! operation connection and one monitoring connection per server.
 
 mod batch;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use budget::{Budget, Grant};
 use futures_util::StreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{doc, Bson, RawBsonRef, RawDocument, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, ServerMonitoringMode};
 use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::{Client, Collection, Database};
-use tiny_http::{Budget, Grant};
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Runtime;
 
 use crate::metrics::Metrics;
 use crate::settings::MongoSettings;
 
 const COLLECTION: &str = "data";
 /// Documents per batch fetched while listing: keeps round trips few.
-const BATCH_SIZE: u32 = 1000;
+pub const BATCH_SIZE: u32 = 1000;
 /// What one reply batch may take, whatever the batch size: MongoDB fills a batch up to
 /// 16 MiB (and always with at least one document, itself up to 16 MiB), plus the reply's
 /// own fields. A listing reserves this before each fetch and keeps what the batch used.
@@ -167,15 +178,12 @@ impl From<mongodb::error::Error> for StoreError {
     }
 }
 
-/// Which documents to list.
-#[derive(Debug, Default, Clone)]
+/// Which documents to fetch: those whose `_id` sorts after `after` (all, without it),
+/// in `_id` order, at most `limit` of them (and at most what one 16 MiB reply holds).
+#[derive(Debug, Clone)]
 pub struct ListQuery {
-    /// Only documents whose `_id` sorts after this one.
     pub after: Option<Bson>,
-    /// At most this many.
-    pub limit: Option<u32>,
-    /// Keep `_id` in the results (paging needs it for the next cursor).
-    pub with_id: bool,
+    pub limit: u32,
 }
 
 /// A document waiting to be inserted, with the memory it holds.
@@ -184,11 +192,13 @@ struct Pending {
     memory: Grant,
 }
 
+/// What every worker's client is made from, and what every operation is held to.
 pub struct Store {
-    runtime: Runtime,
-    client: Client,
-    database: Database,
-    documents: Collection<RawDocumentBuf>,
+    options: ClientOptions,
+    database: String,
+    /// Listings longer than a batch go on with a cursor of their own, which any worker
+    /// may advance: on a client whose runtime runs on its own thread.
+    continuations: Continuations,
     inserts: batch::Batcher<Pending, Result<(), StoreError>>,
     metrics: Arc<Metrics>,
     timeout: Duration,
@@ -196,38 +206,102 @@ pub struct Store {
     memory_wait: Duration,
 }
 
+/// The client that listings continue on once their first batch is sent.
+struct Continuations {
+    runtime: Runtime,
+    documents: Collection<RawDocumentBuf>,
+}
+
+/// Where a listing longer than one batch goes on: a cursor opened strictly after the
+/// last `_id` of its first batch, kept from turn to turn. One `getMore` per batch, not a
+/// new query per batch: a resumed query has to find its place in the index again, and
+/// a server that does not use index bounds for it scans from the start each time (the
+/// stand-in, measured: 60,000 documents listed in 0.36 s by one cursor, 6.9 s by
+/// resumed queries). The cursor is closed when the listing ends, or is cut; MongoDB
+/// closes one left idle for 10 minutes (`cursorTimeoutMillis`), which then ends a
+/// listing whose client took that long between two batches.
+#[derive(Default)]
+pub struct Continuation {
+    cursor: Option<RawBatchCursor>,
+}
+
+/// One worker's MongoDB: a runtime only its thread drives, and a client living on it.
+pub struct Session {
+    runtime: Runtime,
+    client: Client,
+    database: Database,
+    documents: Collection<RawDocumentBuf>,
+}
+
+thread_local! {
+    /// The session of the worker this thread is, if it is one.
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+/// The session of the current thread; dropping it closes the client's connections.
+pub struct Attached {
+    timeout: Duration,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let Some(session) = SESSION.with_borrow_mut(Option::take) else {
+            return;
+        };
+        let client = session.client.clone();
+        let closed = session.runtime.block_on(async {
+            tokio::time::timeout(self.timeout, client.shutdown().immediate(true)).await
+        });
+        if closed.is_err() {
+            tracing::warn!("MongoDB connections not closed in time");
+        }
+    }
+}
+
 impl Store {
-    /// Builds the client, with a pool of `pool_size` connections. No I/O happens here
-    /// (except SRV lookups for a `mongodb+srv` URI): the driver connects in the background,
-    /// so the service starts, and answers `/healthz`, even while MongoDB is down. Listings
-    /// take their batches from `memory`, waiting at most `memory_wait`.
+    /// Prepares the clients' options. No connection is made here (except SRV lookups for
+    /// a `mongodb+srv` URI): each worker's client connects in the background once the
+    /// worker attaches, so the service starts, and answers `/healthz`, while MongoDB is
+    /// down. Listings take their batches from `memory`, waiting at most `memory_wait`.
     pub fn connect(
         settings: &MongoSettings,
-        pool_size: u32,
+        listings: u16,
         metrics: Arc<Metrics>,
         memory: Budget,
         memory_wait: Duration,
     ) -> Result<Store, ConnectError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("mongodb")
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let options = runtime
-            .block_on(settings.client_options(pool_size))
+        let mut options = runtime
+            .block_on(settings.client_options(1))
             .map_err(|e| ConnectError::Client(e.kind.to_string()))?;
-        // Created inside the runtime, so that the driver's background tasks run on it.
-        let client = {
-            let _inside = runtime.enter();
-            Client::with_options(options).map_err(|e| ConnectError::Client(e.kind.to_string()))?
+        let continuations = {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("mongodb")
+                .enable_all()
+                .build()?;
+            let mut options = options.clone();
+            // As many as may fetch at once (half the workers), and one to spare.
+            options.max_pool_size = Some(u32::from(listings) + 1);
+            let client = {
+                let _inside = runtime.enter();
+                Client::with_options(options)
+                    .map_err(|e| ConnectError::Client(e.kind.to_string()))?
+            };
+            let documents = client
+                .database(&settings.database())
+                .collection::<RawDocumentBuf>(COLLECTION);
+            Continuations { runtime, documents }
         };
-        let database = client.database(&settings.database());
-        let documents = database.collection::<RawDocumentBuf>(COLLECTION);
+        // Polling (one connection per server, one `hello` every heartbeat) rather than
+        // streaming (two): a worker's runtime runs only while the worker is in it.
+        options.server_monitoring_mode = Some(ServerMonitoringMode::Poll);
         Ok(Store {
-            runtime,
-            client,
-            database,
-            documents,
+            options,
+            database: settings.database(),
+            continuations,
             inserts: batch::Batcher::default(),
             metrics,
             timeout: settings.timeout(),
@@ -236,12 +310,58 @@ impl Store {
         })
     }
 
-    /// Runs one operation to completion, or gives up at the deadline.
-    fn run<T>(
+    /// Gives the current thread (a worker) a session of its own, for as long as the
+    /// result is kept.
+    pub fn attach(&self) -> Result<Attached, ConnectError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Created inside the runtime, so that the driver's background tasks run on it.
+        let client = {
+            let _inside = runtime.enter();
+            Client::with_options(self.options.clone())
+                .map_err(|e| ConnectError::Client(e.kind.to_string()))?
+        };
+        let database = client.database(&self.database);
+        let documents = database.collection::<RawDocumentBuf>(COLLECTION);
+        SESSION.with_borrow_mut(|session| {
+            *session = Some(Session {
+                runtime,
+                client,
+                database,
+                documents,
+            })
+        });
+        Ok(Attached {
+            timeout: self.timeout,
+        })
+    }
+
+    /// Waits for `until` inside this worker's runtime, so that its client's monitor and
+    /// pool go on meanwhile.
+    pub fn wait_for<F: Future>(&self, until: F) -> F::Output {
+        SESSION.with_borrow(|session| match session {
+            Some(session) => session.runtime.block_on(until),
+            // Not a worker: nothing of ours needs running meanwhile.
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for one wait")
+                .block_on(until),
+        })
+    }
+
+    /// Runs `work` with this worker's session.
+    fn session<T>(
         &self,
-        operation: impl Future<Output = mongodb::error::Result<T>>,
+        work: impl FnOnce(&Session) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        block_on(self.runtime.handle(), self.timeout, operation)
+        SESSION.with_borrow(|session| match session {
+            Some(session) => work(session),
+            None => Err(StoreError::Internal(
+                "a MongoDB operation outside a worker".into(),
+            )),
+        })
     }
 
     /// Stores a document as given (an ObjectId `_id` is put in front if it has none).
@@ -277,104 +397,144 @@ impl Store {
     fn insert_batch(&self, batch: Vec<Pending>) -> Vec<Result<(), StoreError>> {
         let count = batch.len();
         self.metrics.insert_batch(count);
-        // The driver copies the documents when the operation is built; ours can go
-        // (their memory stays reserved until the batch is answered).
-        let insert = self
-            .documents
-            .insert_many(batch.iter().map(|p| &p.document))
-            .ordered(false);
-        let memory: Vec<Grant> = batch.into_iter().map(|p| p.memory).collect();
-        let written = self
-            .runtime
-            .handle()
-            .block_on(async { tokio::time::timeout(self.timeout, async { insert.await }).await });
+        let (documents, memory): (Vec<RawDocumentBuf>, Vec<Grant>) =
+            batch.into_iter().map(|p| (p.document, p.memory)).unzip();
+        // The driver's own error, which says document by document what failed; the
+        // memory stays reserved until MongoDB has answered.
+        let timeout = self.timeout;
+        let written = self.session(|session| {
+            session.run(timeout, async {
+                Ok(session
+                    .documents
+                    .insert_many(documents.iter())
+                    .ordered(false)
+                    .await)
+            })
+        });
         drop(memory);
         match written {
             Ok(Ok(_)) => vec![Ok(()); count],
             Ok(Err(error)) => batch_failure(count, error),
-            Err(_) => vec![Err(timed_out(self.timeout)); count],
+            Err(error) => vec![Err(error); count],
         }
     }
 
-    /// Documents in ascending `_id` order, fetched in raw batches as they are read.
-    pub fn list(&self, query: &ListQuery) -> Result<DocumentStream, StoreError> {
-        counted(&self.metrics, self.open_listing(query))
+    /// Up to `query.limit` documents in ascending `_id` order, fetched in one round trip,
+    /// with the memory their reply takes (`MAX_BATCH_BYTES` reserved first, waiting at
+    /// most `memory_wait`; `admitted` for work already under way, which does not queue
+    /// behind new requests).
+    pub fn fetch(&self, query: &ListQuery, admitted: bool) -> Result<Batch, StoreError> {
+        let memory = if admitted {
+            self.memory
+                .acquire_admitted(MAX_BATCH_BYTES, MIDWAY_MEMORY_WAIT)
+        } else {
+            self.memory.acquire(MAX_BATCH_BYTES, self.memory_wait)
+        }
+        .ok_or(StoreError::Busy)?;
+        counted(&self.metrics, self.fetch_with(query, memory))
     }
 
-    fn open_listing(&self, query: &ListQuery) -> Result<DocumentStream, StoreError> {
-        // `$gt` outside `$expr` only matches values of the same BSON type, so paging would
-        // stop at the first page boundary between, say, integer and ObjectId `_id`s; the
-        // aggregation comparison uses the same cross-type order as the sort.
-        let filter = match &query.after {
-            Some(after) => doc! { "$expr": { "$gt": ["$_id", { "$literal": after.clone() }] } },
-            None => doc! {},
-        };
-        let mut find = self
-            .documents
-            .find(filter)
-            .sort(doc! { "_id": 1 })
-            .batch_size(BATCH_SIZE);
-        if !query.with_id {
-            find = find.projection(doc! { "_id": 0 });
-        }
-        if let Some(limit) = query.limit {
-            find = find.limit(i64::from(limit));
-        }
-        let memory = self.reserve_batch()?;
-        let cursor = self.run(async { find.batch().await })?;
-        let mut stream = DocumentStream {
-            handle: self.runtime.handle().clone(),
-            timeout: self.timeout,
-            budget: self.memory.clone(),
-            memory_wait: MIDWAY_MEMORY_WAIT,
-            cursor,
-            batch: None,
-            reserved: Some(memory),
-            exhausted: false,
-            metrics: self.metrics.clone(),
-        };
-        stream.fetch()?;
-        Ok(stream)
+    /// The next batch of a listing whose first batch (`fetch`) was full: strictly after
+    /// `after` the first time, then where its cursor is. Work already under way: its
+    /// memory does not queue behind new requests.
+    pub fn fetch_more(
+        &self,
+        continuation: &mut Continuation,
+        after: &Bson,
+    ) -> Result<Batch, StoreError> {
+        let memory = self
+            .memory
+            .acquire_admitted(MAX_BATCH_BYTES, MIDWAY_MEMORY_WAIT)
+            .ok_or(StoreError::Busy)?;
+        let fetched = self.continue_with(continuation, after, memory);
+        counted(&self.metrics, fetched)
     }
 
-    fn reserve_batch(&self) -> Result<Grant, StoreError> {
-        self.memory
-            .acquire(MAX_BATCH_BYTES, self.memory_wait)
-            .ok_or(StoreError::Busy)
+    fn continue_with(
+        &self,
+        continuation: &mut Continuation,
+        after: &Bson,
+        memory: Grant,
+    ) -> Result<Batch, StoreError> {
+        let timeout = self.timeout;
+        let documents = &self.continuations.documents;
+        let next = self.continuations.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                if continuation.cursor.is_none() {
+                    let cursor = documents
+                        .find(after_filter(Some(after)))
+                        .sort(doc! { "_id": 1 })
+                        .batch_size(BATCH_SIZE)
+                        .batch()
+                        .await?;
+                    continuation.cursor = Some(cursor);
+                }
+                match continuation.cursor.as_mut() {
+                    Some(cursor) => cursor.next().await.transpose(),
+                    None => Ok(None),
+                }
+            })
+            .await
+        });
+        match next {
+            Ok(Ok(Some(reply))) => Batch::new(reply, memory),
+            Ok(Ok(None)) => Ok(Batch::empty(memory)),
+            Ok(Err(e)) => Err(StoreError::from(e)),
+            Err(_) => Err(timed_out(timeout)),
+        }
+    }
+
+    fn fetch_with(&self, query: &ListQuery, memory: Grant) -> Result<Batch, StoreError> {
+        let filter = after_filter(query.after.as_ref());
+        let limit = query.limit.max(1);
+        let reply = self.session(|session| {
+            session.run(self.timeout, async {
+                let mut cursor = session
+                    .documents
+                    .find(filter)
+                    .sort(doc! { "_id": 1 })
+                    .limit(i64::from(limit))
+                    .batch_size(limit)
+                    .batch()
+                    .await?;
+                // One reply: the limit ends the cursor on the server, unless 16 MiB ended
+                // the batch first; then dropping the cursor kills it, and the next fetch
+                // resumes after the last document of this one.
+                cursor.next().await.transpose()
+            })
+        })?;
+        match reply {
+            Some(reply) => Batch::new(reply, memory),
+            None => Ok(Batch::empty(memory)),
+        }
     }
 
     /// Round trip to the server: does MongoDB answer, with our credentials?
     pub fn ping(&self) -> Result<(), StoreError> {
-        let pinged = self.run(async { self.database.run_command(doc! { "ping": 1 }).await });
+        let pinged = self.session(|session| {
+            session.run(self.timeout, async {
+                session.database.run_command(doc! { "ping": 1 }).await
+            })
+        });
         counted(&self.metrics, pinged.map(drop))
     }
+}
 
-    /// Closes the driver's connections.
-    pub fn shutdown(&self) {
-        let client = self.client.clone();
-        let closed = block_on(self.runtime.handle(), self.timeout, async {
-            client.shutdown().immediate(true).await;
-            Ok(())
-        });
-        if closed.is_err() {
-            tracing::warn!("MongoDB connections not closed in time");
-        }
+/// Documents whose `_id` sorts after `after` (all, without it). `$gt` outside `$expr`
+/// only matches values of the same BSON type, so paging would stop at the first page
+/// boundary between, say, integer and ObjectId `_id`s; the aggregation comparison uses
+/// the same cross-type order as the sort.
+fn after_filter(after: Option<&Bson>) -> mongodb::bson::Document {
+    match after {
+        Some(after) => doc! { "$expr": { "$gt": ["$_id", { "$literal": after.clone() }] } },
+        None => doc! {},
     }
 }
 
-fn block_on<T>(
-    handle: &Handle,
-    timeout: Duration,
-    operation: impl Future<Output = mongodb::error::Result<T>>,
-) -> Result<T, StoreError> {
-    match handle.block_on(async { tokio::time::timeout(timeout, operation).await }) {
-        Ok(result) => result.map_err(StoreError::from),
-        Err(_) => Err(timed_out(timeout)),
-    }
-}
+const TIMED_OUT: &str = "no answer within";
 
 fn timed_out(timeout: Duration) -> StoreError {
-    StoreError::Unavailable(format!("no answer within {} ms", timeout.as_millis()))
+    StoreError::Unavailable(format!("{TIMED_OUT} {} ms", timeout.as_millis()))
 }
 
 /// What each document of a batch gets when `insert_many` failed.
@@ -422,88 +582,48 @@ fn with_id(document: RawDocumentBuf) -> RawDocumentBuf {
     RawDocumentBuf::from_bytes(bytes).expect("a document with an _id in front")
 }
 
-/// Documents as the driver fetches them, batch by batch. Each batch is held with the
-/// memory it takes; the next one is reserved before it is asked for.
-pub struct DocumentStream {
-    handle: Handle,
-    timeout: Duration,
-    budget: Budget,
-    memory_wait: Duration,
-    cursor: RawBatchCursor,
-    batch: Option<Batch>,
-    /// Reserved for the next fetch.
-    reserved: Option<Grant>,
-    exhausted: bool,
-    metrics: Arc<Metrics>,
+impl Session {
+    /// Runs one operation on this session's runtime to completion, or gives up at the
+    /// deadline.
+    fn run<T>(
+        &self,
+        timeout: Duration,
+        operation: impl Future<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, operation).await })
+        {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(timed_out(timeout)),
+        }
+    }
 }
 
-struct Batch {
-    reply: RawBatch,
+/// One reply's documents, borrowed from the raw reply (no copy), with the memory the
+/// reply takes.
+pub struct Batch {
+    reply: Option<RawBatch>,
     documents: Vec<Range<usize>>,
-    next: usize,
-    /// The server has no further batch (the cursor is closed).
-    last: bool,
+    /// The server has nothing more for this query (its cursor is closed).
+    complete: bool,
     _memory: Grant,
 }
 
-impl DocumentStream {
-    /// The next document, borrowed from the current batch (no copy is made); `None`
-    /// once the query is exhausted.
-    pub fn next_document(&mut self) -> Result<Option<&RawDocument>, StoreError> {
-        let exhausted = self
-            .batch
-            .as_ref()
-            .is_none_or(|b| b.next == b.documents.len());
-        if exhausted && !counted(&self.metrics.clone(), self.fetch())? {
-            return Ok(None);
-        }
-        let Some(batch) = self.batch.as_mut() else {
-            return Ok(None);
-        };
-        let range = batch.documents[batch.next].clone();
-        batch.next += 1;
-        let bytes = &batch.reply.as_raw_document().as_bytes()[range];
-        RawDocument::from_bytes(bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Internal(e.to_string()))
-    }
-
-    /// Fetches the next non-empty batch; `false` once there is none.
-    fn fetch(&mut self) -> Result<bool, StoreError> {
-        self.batch = None;
-        loop {
-            // The server said its last batch was the last (cursor id 0): nothing to fetch,
-            // so nothing to reserve.
-            if self.exhausted {
-                return Ok(false);
-            }
-            let memory = match self.reserved.take() {
-                Some(grant) => grant,
-                None => self
-                    .budget
-                    .acquire_admitted(MAX_BATCH_BYTES, self.memory_wait)
-                    .ok_or(StoreError::Busy)?,
-            };
-            let next = block_on(&self.handle, self.timeout, async {
-                self.cursor.next().await.transpose()
-            });
-            let Some(reply) = next? else {
-                return Ok(false);
-            };
-            let batch = Batch::new(reply, memory)?;
-            self.exhausted = batch.last;
-            if !batch.documents.is_empty() {
-                self.batch = Some(batch);
-                return Ok(true);
-            }
-        }
-    }
-}
-
 impl Batch {
+    fn empty(mut memory: Grant) -> Batch {
+        memory.shrink_to(0);
+        Batch {
+            reply: None,
+            documents: Vec::new(),
+            complete: true,
+            _memory: memory,
+        }
+    }
+
     fn new(reply: RawBatch, mut memory: Grant) -> Result<Batch, StoreError> {
         let base = reply.as_raw_document().as_bytes();
-        memory.resize(base.len() as u64, Duration::ZERO);
+        memory.shrink_to(base.len() as u64);
         let array = reply
             .doc_slices()
             .map_err(|e| StoreError::Internal(e.kind.to_string()))?;
@@ -519,19 +639,54 @@ impl Batch {
             let start = bytes.as_ptr() as usize - base.as_ptr() as usize;
             documents.push(start..start + bytes.len());
         }
-        let last = reply
+        let complete = reply
             .as_raw_document()
             .get_document("cursor")
             .and_then(|cursor| cursor.get_i64("id"))
             .is_ok_and(|id| id == 0);
         Ok(Batch {
-            reply,
+            reply: Some(reply),
             documents,
-            next: 0,
-            last,
+            complete,
             _memory: memory,
         })
     }
+
+    /// Whether the server has nothing more for this query: a batch that is not was cut
+    /// short by the 16 MiB a reply may hold.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    pub fn len(&self) -> usize {
+        self.documents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty()
+    }
+
+    /// The documents, in `_id` order.
+    pub fn documents(&self) -> impl Iterator<Item = Result<&RawDocument, StoreError>> {
+        let base = self
+            .reply
+            .as_ref()
+            .map_or(&[][..], |r| r.as_raw_document().as_bytes());
+        self.documents.iter().map(move |range| {
+            RawDocument::from_bytes(&base[range.clone()])
+                .map_err(|e| StoreError::Internal(e.to_string()))
+        })
+    }
+}
+
+/// The `_id` of a listed document (every stored document has one).
+pub fn id_of(document: &RawDocument) -> Result<RawBson, StoreError> {
+    document
+        .get("_id")
+        .ok()
+        .flatten()
+        .map(|id| id.to_raw_bson())
+        .ok_or_else(|| StoreError::Internal("a listed document has no _id".into()))
 }
 
 #[cfg(test)]

@@ -219,6 +219,8 @@ pub(crate) struct Connection {
     pub(crate) input_memory: Option<Grant>,
     pub(crate) output: Output,
     pub(crate) streaming: Streaming,
+    /// Waiting in the loop's queue to be driven again.
+    pub(crate) queued: bool,
     /// Edge-triggered readiness not used up yet.
     pub(crate) readable: bool,
     pub(crate) writable: bool,
@@ -248,6 +250,7 @@ impl Connection {
             input_memory: None,
             output: Output::default(),
             streaming: Streaming::None,
+            queued: false,
             readable: false,
             writable: false,
             close_after: false,

@@ -34,9 +34,11 @@ use crate::{Grant, Shared};
 pub(crate) const WAKER: mio::Token = mio::Token(usize::MAX - 1);
 const LISTENER: mio::Token = mio::Token(usize::MAX - 2);
 
-/// Bytes a connection may read plus write in one turn before the others get theirs: one
-/// fast reader of a large listing cannot starve the rest.
+/// Bytes a connection may read plus write in one turn before the others get theirs, and
+/// requests it may have answered: neither a fast reader of a large listing nor a client
+/// pipelining hundreds of requests can starve the rest.
 const TURN_QUOTA: usize = 256 * 1024;
+const REQUESTS_PER_TURN: u32 = 4;
 /// The per-loop read buffer: input lands here and only what must wait is copied out.
 const SCRATCH: usize = 64 * 1024;
 /// Connections accepted per turn before the loop serves the ones it has.
@@ -219,20 +221,16 @@ impl EventLoop {
     /// Everything but the ready sockets: the mailbox and the connections it concerns,
     /// leftovers of spent quotas, timers.
     fn turn(&mut self) {
-        // Bounded: what is still left goes to the next turn, after the sockets.
-        for _ in 0..4 {
-            self.read_mailbox();
-            let pending = self.again.len();
-            if pending == 0 {
+        self.read_mailbox();
+        // Those waiting now, once each: what they leave goes to the next turn, after the
+        // sockets and newcomers have had theirs.
+        for _ in 0..self.again.len() {
+            let Some(token) = self.again.pop_front() else {
                 break;
-            }
-            for _ in 0..pending {
-                let Some(token) = self.again.pop_front() else {
-                    break;
-                };
-                if self.is_current(token) {
-                    self.drive(token.slot as usize);
-                }
+            };
+            if self.is_current(token) {
+                self.connections[token.slot as usize].queued = false;
+                self.drive(token.slot as usize);
             }
         }
         self.expire(Instant::now());
@@ -263,11 +261,21 @@ impl EventLoop {
         let options = &self.shared.options;
         match class {
             Class::Fresh | Class::Idle => options.keep_alive_timeout,
-            Class::Steady | Class::Slow => CHECKPOINT,
+            Class::Steady | Class::Slow | Class::Unproven => CHECKPOINT,
             Class::Memory => options.memory_wait,
             Class::Writing => options.response_timeout,
             Class::Lingering => LINGER_TIME,
             Class::Grace => FRESH_GRACE,
+        }
+    }
+
+    /// Drives the connection again this turn or the next (once, however often asked).
+    fn drive_later(&mut self, slot: usize) {
+        let token = self.token(slot);
+        let c = &mut self.connections[slot];
+        if !c.queued {
+            c.queued = true;
+            self.again.push_back(token);
         }
     }
 
@@ -413,12 +421,20 @@ impl EventLoop {
     }
 
     /// Closes the connection that can best make room: the oldest idle one, else the
-    /// oldest that has sent nothing, else the oldest one answered and discarding what its
-    /// client still sends, else the oldest receiving below the minimum rate.
+    /// oldest that has sent nothing, else one answered and discarding what its client
+    /// still sends, else one found receiving below the minimum rate, else the oldest
+    /// request in its first second. A request that has shown it arrives steadily is
+    /// never closed for a newcomer.
     fn evict_one(&mut self) -> bool {
-        let victim = [Class::Idle, Class::Fresh, Class::Lingering, Class::Slow]
-            .into_iter()
-            .find_map(|class| self.lists.front(class));
+        let victim = [
+            Class::Idle,
+            Class::Fresh,
+            Class::Lingering,
+            Class::Slow,
+            Class::Unproven,
+        ]
+        .into_iter()
+        .find_map(|class| self.lists.front(class));
         match victim {
             Some((slot, _)) => {
                 log::debug!("connection limit reached; closing an idle or slow connection");
@@ -444,7 +460,7 @@ impl EventLoop {
         self.shared.admission.load(self.index).publish(
             self.connections.len(),
             idle,
-            self.lists.len(Class::Slow),
+            self.lists.len(Class::Slow) + self.lists.len(Class::Unproven),
             oldest,
         );
     }
@@ -542,14 +558,15 @@ impl EventLoop {
 
     fn drive_unguarded(&mut self, slot: usize) {
         let token = self.token(slot);
+        let served = self.connections[slot].served;
         let mut spent = 0;
         loop {
             // A message handled on the way (an abort) may have closed it.
             if !self.is_current(token) {
                 return;
             }
-            if spent >= TURN_QUOTA {
-                self.again.push_back(token);
+            if spent >= TURN_QUOTA || self.connections[slot].served - served >= REQUESTS_PER_TURN {
+                self.drive_later(slot);
                 return;
             }
             let wrote = match self.write_step(slot, TURN_QUOTA - spent) {
@@ -705,8 +722,7 @@ impl EventLoop {
         c.request_started = now;
         c.rate_since = now;
         c.received = c.input.len() as u64;
-        // Unproven until its first checkpoint: the first to make room if it turns out slow.
-        self.lists.put(slot, Class::Slow, now);
+        self.lists.put(slot, Class::Unproven, now);
     }
 
     fn read_head(&mut self, slot: usize) -> Step {
@@ -867,10 +883,9 @@ impl EventLoop {
         let now = Instant::now();
         c.rate_since = now;
         c.received = 0;
-        self.lists.put(slot, Class::Slow, now);
+        self.lists.put(slot, Class::Unproven, now);
         self.receive_body(slot, body);
-        let token = self.token(slot);
-        self.again.push_back(token);
+        self.drive_later(slot);
     }
 
     /// Memory is reserved: tell a client that waits for it to send, use what it sent
@@ -1148,8 +1163,7 @@ impl EventLoop {
         }
         c.phase = Phase::Responding;
         self.lists.put(slot, Class::Writing, Instant::now());
-        let token = self.token(slot);
-        self.again.push_back(token);
+        self.drive_later(slot);
     }
 
     fn streamed(&mut self, slot: usize, produced: Produced) {
@@ -1173,8 +1187,7 @@ impl EventLoop {
             }
         }
         self.lists.put(slot, Class::Writing, Instant::now());
-        let token = self.token(slot);
-        self.again.push_back(token);
+        self.drive_later(slot);
     }
 
     // ---- timers ----
@@ -1195,7 +1208,7 @@ impl EventLoop {
         match class {
             // Closing an idle connection is silent.
             Class::Fresh | Class::Idle | Class::Lingering | Class::Grace => self.close(slot, false),
-            Class::Steady | Class::Slow => self.checkpoint(slot, at),
+            Class::Steady | Class::Slow | Class::Unproven => self.checkpoint(slot, at),
             Class::Memory => {
                 let c = &mut self.connections[slot];
                 if let Phase::Memory { ticket, .. } = &mut c.phase {
@@ -1268,18 +1281,21 @@ impl EventLoop {
     }
 
     fn connection_gone(&mut self) {
-        if self.shared.admission.closed() == 0 && self.draining {
+        // Whether or not this loop has seen the drain yet: the last connection of the
+        // server may close here after the listener has closed elsewhere.
+        if self.shared.admission.closed() == 0 {
             self.shared.check_drained();
         }
     }
 }
 
 /// The classes that have a timer, in the order they are checked.
-const TIMED: [Class; 8] = [
+const TIMED: [Class; 9] = [
     Class::Fresh,
     Class::Idle,
     Class::Steady,
     Class::Slow,
+    Class::Unproven,
     Class::Memory,
     Class::Writing,
     Class::Lingering,

@@ -4,9 +4,12 @@
 //! (its status is sent), which is what frees its memory and connection.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use crate::mailbox::{Mailbox, Message, Token};
 use crate::request::Request;
@@ -45,6 +48,23 @@ struct State {
     turns: VecDeque<Turn>,
     requests: VecDeque<Request>,
     closed: bool,
+    /// Workers waiting in a future (see [`Jobs::ready`]).
+    wakers: VecDeque<Waker>,
+}
+
+impl State {
+    fn has_work(&self) -> bool {
+        !self.turns.is_empty() || !self.requests.is_empty() || self.closed
+    }
+}
+
+/// What [`Jobs::try_next`] found.
+pub enum Next {
+    Request(Request),
+    /// Nothing to do now: wait with [`crate::Server::work_ready`].
+    Empty,
+    /// The server has drained: nothing will ever come.
+    Closed,
 }
 
 #[derive(Default)]
@@ -59,19 +79,69 @@ impl Jobs {
     }
 
     pub(crate) fn push_request(&self, request: Request) {
-        self.lock().requests.push_back(request);
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.requests.push_back(request);
+        self.wake_one(state);
     }
 
     pub(crate) fn push_turn(&self, turn: Turn) {
-        self.lock().turns.push_back(turn);
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.turns.push_back(turn);
+        self.wake_one(state);
+    }
+
+    /// Wakes one waiting worker: one waiting in a future if there is one, else one
+    /// blocked in [`Jobs::next_request`].
+    fn wake_one(&self, mut state: MutexGuard<'_, State>) {
+        let waker = state.wakers.pop_front();
+        drop(state);
+        match waker {
+            Some(waker) => waker.wake(),
+            None => self.ready.notify_one(),
+        }
     }
 
     /// No request can come any more: every worker gets `None` once the queue is empty.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let wakers = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.wakers)
+        };
         self.ready.notify_all();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// The next request if one is queued, running the turns of streamed bodies queued
+    /// before it; never waits.
+    pub(crate) fn try_next(&self) -> Next {
+        let mut state = self.lock();
+        loop {
+            if let Some(turn) = state.turns.pop_front() {
+                drop(state);
+                turn.run();
+                state = self.lock();
+                continue;
+            }
+            if let Some(request) = state.requests.pop_front() {
+                return Next::Request(request);
+            }
+            return if state.closed {
+                Next::Closed
+            } else {
+                Next::Empty
+            };
+        }
+    }
+
+    /// A future that completes once there is work (or the queue has closed).
+    pub(crate) fn ready(&self) -> Ready<'_> {
+        Ready {
+            jobs: self,
+            registered: None,
+        }
     }
 
     /// The next request, running the turns of streamed bodies that come first; `None`
@@ -95,6 +165,53 @@ impl Jobs {
                 .ready
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// See [`Jobs::ready`]. Its waker is withdrawn once it completes or is dropped, so that
+/// a push never wakes a worker that has stopped waiting while another still waits.
+pub struct Ready<'j> {
+    jobs: &'j Jobs,
+    registered: Option<Waker>,
+}
+
+impl Ready<'_> {
+    fn withdraw(&mut self, state: &mut State) {
+        if let Some(waker) = self.registered.take() {
+            state.wakers.retain(|w| !w.will_wake(&waker));
+        }
+    }
+}
+
+impl Future for Ready<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let jobs = self.jobs;
+        let mut state = jobs.lock();
+        if state.has_work() {
+            self.withdraw(&mut state);
+            return Poll::Ready(());
+        }
+        let current = self.registered.as_ref().is_some_and(|w| {
+            w.will_wake(cx.waker()) && state.wakers.iter().any(|q| q.will_wake(w))
+        });
+        if !current {
+            self.withdraw(&mut state);
+            state.wakers.push_back(cx.waker().clone());
+            self.registered = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Ready<'_> {
+    fn drop(&mut self) {
+        if self.registered.is_some() {
+            let jobs = self.jobs;
+            let mut state = jobs.lock();
+            self.withdraw(&mut state);
         }
     }
 }

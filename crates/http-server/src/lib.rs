@@ -25,6 +25,7 @@ use mailbox::{Mailbox, Message};
 
 pub use budget::{Budget, Grant};
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+pub use jobs::{Next, Ready};
 pub use request::Request;
 pub use response::{Body, Piece, Response, Stream};
 
@@ -293,6 +294,19 @@ impl Server {
     /// `None` once the server has drained: no connection is left that could send another.
     pub fn recv(&self) -> Option<Request> {
         self.shared.jobs.next_request()
+    }
+
+    /// The next request if one is queued, without waiting (the turns of streamed bodies
+    /// queued before it run first, here). For a worker that must keep something else
+    /// running while it waits (a MongoDB driver on the worker's own runtime): on
+    /// [`Next::Empty`] it waits for [`Server::work_ready`] inside that runtime.
+    pub fn try_recv(&self) -> Next {
+        self.shared.jobs.try_next()
+    }
+
+    /// Completes once [`Server::try_recv`] has something (or the server has drained).
+    pub fn work_ready(&self) -> Ready<'_> {
+        self.shared.jobs.ready()
     }
 
     /// Calls `hook` (at once, if it already happened) when the server fails: `accept()`

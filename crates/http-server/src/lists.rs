@@ -16,8 +16,10 @@ pub(crate) enum Class {
     Idle,
     /// Receiving a request at or above the minimum rate at its last checkpoint.
     Steady,
-    /// Receiving below the minimum rate (or not yet checked).
+    /// Receiving below the minimum rate at its last checkpoint.
     Slow,
+    /// Receiving a request not yet checked (its first second).
+    Unproven,
     /// Waiting for memory for its body.
     Memory,
     /// Writing a response; the timer is renewed by every byte the client takes.
@@ -28,7 +30,7 @@ pub(crate) enum Class {
     Grace,
 }
 
-const CLASSES: usize = 8;
+const CLASSES: usize = 9;
 const NIL: u32 = u32::MAX;
 
 impl Class {

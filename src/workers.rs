@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::thread::{self, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Next, Request, Server};
+use tiny_http::{NoRequest, Request, Server};
 
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -47,14 +47,14 @@ fn work(server: &Server, store: &Store, answer: &(dyn Fn(Request) + Sync)) {
     };
     loop {
         match server.try_recv() {
-            Next::Request(rq) => {
+            Ok(rq) => {
                 // A panic drops the request, which answers it 500.
                 if catch_unwind(AssertUnwindSafe(|| answer(rq))).is_err() {
                     tracing::error!("request handler panicked");
                 }
             }
-            Next::Empty => store.wait_for(server.work_ready()),
-            Next::Closed => return,
+            Err(NoRequest::Empty) => store.wait_for(server.work_ready()),
+            Err(NoRequest::Closed) => return,
         }
     }
 }

@@ -58,9 +58,9 @@ impl State {
     }
 }
 
-/// What [`Jobs::try_next`] found.
-pub enum Next {
-    Request(Request),
+/// Why [`Jobs::try_next`] has no request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRequest {
     /// Nothing to do now: wait with [`crate::Server::work_ready`].
     Empty,
     /// The server has drained: nothing will ever come.
@@ -116,7 +116,7 @@ impl Jobs {
 
     /// The next request if one is queued, running the turns of streamed bodies queued
     /// before it; never waits.
-    pub(crate) fn try_next(&self) -> Next {
+    pub(crate) fn try_next(&self) -> Result<Request, NoRequest> {
         let mut state = self.lock();
         loop {
             if let Some(turn) = state.turns.pop_front() {

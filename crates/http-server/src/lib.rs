@@ -25,7 +25,7 @@ use mailbox::{Mailbox, Message};
 
 pub use budget::{Budget, Grant};
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use jobs::{Next, Ready};
+pub use jobs::{NoRequest, Ready};
 pub use request::Request;
 pub use response::{Body, Piece, Response, Stream};
 
@@ -299,8 +299,8 @@ impl Server {
     /// The next request if one is queued, without waiting (the turns of streamed bodies
     /// queued before it run first, here). For a worker that must keep something else
     /// running while it waits (a MongoDB driver on the worker's own runtime): on
-    /// [`Next::Empty`] it waits for [`Server::work_ready`] inside that runtime.
-    pub fn try_recv(&self) -> Next {
+    /// [`NoRequest::Empty`] it waits for [`Server::work_ready`] inside that runtime.
+    pub fn try_recv(&self) -> Result<Request, NoRequest> {
         self.shared.jobs.try_next()
     }
 

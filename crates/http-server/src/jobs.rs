@@ -126,13 +126,13 @@ impl Jobs {
                 continue;
             }
             if let Some(request) = state.requests.pop_front() {
-                return Next::Request(request);
+                return Ok(request);
             }
-            return if state.closed {
-                Next::Closed
+            return Err(if state.closed {
+                NoRequest::Closed
             } else {
-                Next::Empty
-            };
+                NoRequest::Empty
+            });
         }
     }
 

@@ -2,11 +2,12 @@
 //! serves until told to stop, and closes what it opened.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use budget::Budget;
+use socket2::{Domain, Protocol, Socket, Type};
 use tiny_http::Server;
 
 use crate::http::{Handler, Limits, Port};
@@ -49,10 +50,29 @@ impl Listeners {
 
     fn on(address: IpAddr, api: u16, management: u16) -> io::Result<Listeners> {
         Ok(Listeners {
-            api: TcpListener::bind((address, api))?,
-            management: TcpListener::bind((address, management))?,
+            api: listen(SocketAddr::new(address, api))?,
+            management: listen(SocketAddr::new(address, management))?,
         })
     }
+}
+
+/// Connections the kernel completes and queues for `accept()`: as many as it allows
+/// (`net.core.somaxconn`, 4,096 on current kernels, caps it), as Go's net package asks.
+/// The standard library's 128 overflowed when 600 clients connected at once, and a
+/// client whose handshake the kernel then dropped waited out its retransmissions.
+const BACKLOG: i32 = 65_535;
+
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As the standard library does: a restarted process can bind at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Serves HTTP until `shutdown` triggers, then drains and returns.

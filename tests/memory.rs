@@ -153,6 +153,7 @@ fn stalled_almost_complete_uploads_stay_inside_the_limit() {
         *answers.entry((raw_status(&text), outcome)).or_insert(0) += 1;
     }
     eprintln!("answers to the stalled uploads: {answers:?} ({peak})");
+
     assert!(
         answers
             .keys()

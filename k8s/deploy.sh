@@ -10,12 +10,19 @@
 #                                  with Helm, and wait for the replica set to be Running)
 #   deploy.sh undeploy             delete the namespace (MongoDB's volumes included) and,
 #                                  if it was installed, the operator and its CRDs
-#   deploy.sh url                  the service's URL (the NodePort)
+#   deploy.sh url                  the service's URL (the NodePort), at once, on every driver
 #
 # Every kubectl call names the `minikube` context and every minikube call the `minikube`
 # profile, so whatever the current kubectl context is, nothing else is touched.
 # Needs minikube and kubectl (and the Docker that built the image); the replicaset
 # overlay also needs helm.
+#
+# The NodePort is reached on every driver without a tunnel: a new cluster is started with
+# `--ports=127.0.0.1:30007:30007`, which the docker and podman drivers publish on the
+# host (other drivers ignore it), so the URL is http://127.0.0.1:30007 there and
+# http://$(minikube ip):30007 elsewhere. (`minikube service --url` would start a tunnel on
+# a random port and block wherever the docker driver needs a port-forward: macOS,
+# Windows/WSL2, Docker Desktop for Linux, rootless Docker.)
 set -euo pipefail
 
 PROFILE=${MINIKUBE_PROFILE:-minikube}
@@ -28,11 +35,21 @@ KUBERNETES_VERSION=v1.32.0
 MIN_MINOR=30
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # MongoDB Controllers for Kubernetes (the operator of the replicaset overlay): its Helm
-# chart, pinned.
+# chart, pinned to the newest version its published chart index was seen to list
+# (mongodb/helm-charts, gh-pages index.yaml, July 2026); checked before installing.
 OPERATOR_CHART=mongodb/mongodb-kubernetes
-OPERATOR_VERSION=1.11.1
+OPERATOR_VERSION=1.9.1
 OPERATOR_REPO=https://mongodb.github.io/helm-charts
 OPERATOR_RELEASE=mongodb-kubernetes
+# The webhook the operator registers when it starts (not part of its Helm release).
+OPERATOR_WEBHOOK=mdbpolicy.mongodb.com
+# The Service's NodePort (k8s/base/api-service.yaml), and where the docker and podman
+# drivers publish it on the host.
+NODE_PORT=30007
+PUBLISHED=127.0.0.1:$NODE_PORT
+# Which overlay is deployed, on the namespace: base and replicaset both make a
+# StatefulSet `mongo` that the other cannot take over.
+OVERLAY_ANNOTATION=mongo-api/overlay
 
 kubectl() { command kubectl --context "$CONTEXT" "$@"; }
 minikube() { command minikube -p "$PROFILE" "$@"; }
@@ -50,15 +67,36 @@ needs() {
     esac
 }
 
+# `minikube status` exits 0 when the cluster runs and 85 when the profile does not exist;
+# anything else is a profile that exists but is stopped (or half-started).
+profile_state() {
+    local code=0
+    minikube status >/dev/null 2>&1 || code=$?
+    case "$code" in
+        0) echo running ;;
+        85) echo missing ;;
+        *) echo stopped ;;
+    esac
+}
+
 cluster() {
     local overlay=$1 cpus memory
     read -r cpus memory <<<"$(needs "$overlay")"
-    if ! minikube status >/dev/null 2>&1; then
-        echo "starting Minikube (Kubernetes $KUBERNETES_VERSION, Calico, $cpus CPUs, $memory MiB)"
-        # Calico enforces the NetworkPolicy that keeps MongoDB private to the service.
-        minikube start --kubernetes-version="$KUBERNETES_VERSION" --cni=calico \
-            --cpus="$cpus" --memory="$memory"
-    fi
+    case "$(profile_state)" in
+        missing)
+            echo "starting Minikube (Kubernetes $KUBERNETES_VERSION, Calico, $cpus CPUs, $memory MiB)"
+            # Calico enforces the NetworkPolicy that keeps MongoDB private to the service.
+            minikube start --kubernetes-version="$KUBERNETES_VERSION" --cni=calico \
+                --cpus="$cpus" --memory="$memory" --ports="$PUBLISHED:$NODE_PORT"
+            ;;
+        stopped)
+            # As it was made: minikube refuses to downgrade a profile made with a newer
+            # Kubernetes, and ignores CPUs and memory for an existing one. It is then
+            # checked as a running one is.
+            echo "starting the existing Minikube profile $PROFILE as it was created"
+            minikube start
+            ;;
+    esac
     check_version
     check_cpus "$overlay" "$cpus"
     check_calico
@@ -74,9 +112,31 @@ check_version() {
     fi
 }
 
+# The driver the profile was made with (docker, podman, kvm2, hyperkit, ...).
+driver() {
+    minikube profile list -o json 2>/dev/null | tr -d ' \n' |
+        sed -n 's/.*"Name":"'"$PROFILE"'"[^}]*"Driver":"\([a-z0-9]*\)".*/\1/p'
+}
+
+# CPUs the node may use. The docker and podman drivers give `--cpus` as a CFS quota on
+# the node's container, while the node reports the host's cores as its capacity.
+node_cpus() {
+    local nano=0
+    case "$(driver)" in
+        docker | podman)
+            nano=$(command "$(driver)" inspect -f '{{.HostConfig.NanoCpus}}' "$PROFILE" 2>/dev/null || echo 0)
+            ;;
+    esac
+    if [ "${nano:-0}" -gt 0 ]; then
+        echo $((nano / 1000000000))
+    else
+        kubectl get nodes -o jsonpath='{.items[0].status.capacity.cpu}'
+    fi
+}
+
 check_cpus() {
     local overlay=$1 wanted=$2 have
-    have=$(kubectl get nodes -o jsonpath='{.items[0].status.capacity.cpu}')
+    have=$(node_cpus)
     if [ "${have:-0}" -lt "$wanted" ]; then
         fail "the running Minikube has $have CPUs; $overlay needs $wanted. Run: minikube -p $PROFILE delete && just deploy $overlay"
     fi
@@ -86,10 +146,13 @@ check_calico() {
     if ! kubectl -n kube-system get daemonset calico-node >/dev/null 2>&1; then
         if [ "${ALLOW_NO_CALICO:-}" = 1 ]; then
             echo "deploy: warning: no Calico; the NetworkPolicy keeping MongoDB private is not enforced" >&2
-        else
-            fail "the running Minikube has no Calico, so the NetworkPolicy keeping MongoDB private would not be enforced. Run: minikube -p $PROFILE delete && just deploy (or ALLOW_NO_CALICO=1 to go on without it)"
+            return
         fi
+        fail "the running Minikube has no Calico, so the NetworkPolicy keeping MongoDB private would not be enforced. Run: minikube -p $PROFILE delete && just deploy (or ALLOW_NO_CALICO=1 to go on without it)"
     fi
+    # minikube waits for the API server and the system pods, not for Calico: its images
+    # may still be pulling, which would eat the rollouts' time below.
+    kubectl -n kube-system rollout status daemonset/calico-node --timeout=300s >/dev/null
 }
 
 node_arch() {
@@ -117,6 +180,7 @@ images:
     newName: ${image%%:*}
     newTag: ${image##*:}
 EOF
+    check_overlay "$overlay"
     if [ "$overlay" = overlays/replicaset ]; then
         operator
         kubectl apply -k "$staging"
@@ -128,14 +192,44 @@ EOF
         kubectl apply -k "$staging"
         kubectl -n "$NAMESPACE" rollout status statefulset/mongo --timeout=300s
     fi
+    kubectl annotate namespace "$NAMESPACE" "$OVERLAY_ANNOTATION=$overlay" --overwrite >/dev/null
     kubectl -n "$NAMESPACE" rollout status deployment/mongo-api --timeout=180s
     echo "service: $(url)"
+}
+
+# The overlay deployed now, if any: as recorded on the namespace, else (a deployment made
+# before it was recorded) from what is there.
+deployed_overlay() {
+    local recorded
+    kubectl get namespace "$NAMESPACE" >/dev/null 2>&1 || return 0
+    recorded=$(kubectl get namespace "$NAMESPACE" -o jsonpath="{.metadata.annotations.${OVERLAY_ANNOTATION//./\\.}}" 2>/dev/null || true)
+    if [ -n "$recorded" ]; then
+        echo "$recorded"
+    elif kubectl -n "$NAMESPACE" get mongodbcommunity mongo >/dev/null 2>&1; then
+        echo overlays/replicaset
+    elif kubectl -n "$NAMESPACE" get statefulset mongo >/dev/null 2>&1; then
+        echo base
+    fi
+}
+
+# The replica set's MongoDB and the base's cannot replace one another in place (the
+# operator cannot take over the base's StatefulSet, and apply does not prune): refuse.
+check_overlay() {
+    local wanted=$1 current
+    current=$(deployed_overlay)
+    [ -n "$current" ] || return 0
+    if [ "$current" != "$wanted" ] && { [ "$current" = overlays/replicaset ] || [ "$wanted" = overlays/replicaset ]; }; then
+        fail "$current is deployed; $wanted cannot replace it in place. Run just undeploy first (it deletes MongoDB's data)"
+    fi
 }
 
 # Installs (or upgrades to) the pinned operator in the namespace, watching only it.
 operator() {
     type -P helm >/dev/null || fail "the replicaset overlay installs MongoDB's operator with Helm: install helm 3 (https://helm.sh/docs/intro/install/)"
     helm repo add mongodb "$OPERATOR_REPO" --force-update >/dev/null
+    if ! helm search repo "$OPERATOR_CHART" --version "$OPERATOR_VERSION" -o json | grep -q "\"version\":\"$OPERATOR_VERSION\""; then
+        fail "the chart repository $OPERATOR_REPO has no $OPERATOR_CHART $OPERATOR_VERSION; set OPERATOR_VERSION in k8s/deploy.sh to one of: helm search repo $OPERATOR_CHART --versions"
+    fi
     echo "installing MongoDB Controllers for Kubernetes $OPERATOR_VERSION (Helm chart $OPERATOR_CHART)"
     helm upgrade --install "$OPERATOR_RELEASE" "$OPERATOR_CHART" --version "$OPERATOR_VERSION" \
         --namespace "$NAMESPACE" --create-namespace --wait --timeout 5m
@@ -151,12 +245,33 @@ undeploy() {
         helm uninstall "$OPERATOR_RELEASE" -n "$NAMESPACE" --wait
         # Helm leaves a chart's CRDs behind on purpose; these are the operator's alone.
         kubectl get crd -o name | grep '\.mongodb\.com$' | while read -r crd; do kubectl delete "$crd"; done
+        # Registered by the operator itself when it started, so not Helm's to remove.
+        kubectl delete validatingwebhookconfiguration "$OPERATOR_WEBHOOK" --ignore-not-found
     fi
     kubectl delete namespace "$NAMESPACE" --ignore-not-found
 }
 
+# The URL, printed at once whatever the driver.
 url() {
-    minikube service -n "$NAMESPACE" mongo-api --url
+    local driver address
+    driver=$(driver)
+    case "$driver" in
+        docker | podman)
+            if command "$driver" port "$PROFILE" "$NODE_PORT/tcp" 2>/dev/null | grep -q "^$PUBLISHED$"; then
+                echo "http://$PUBLISHED"
+                return
+            fi
+            ;;
+    esac
+    address=$(minikube ip)
+    if [ "$driver" = docker ] || [ "$driver" = podman ]; then
+        # Not published: a cluster made before `just deploy` published the port. Its own
+        # address answers only where the driver needs no port-forward (Linux, rootful).
+        if type -P curl >/dev/null && ! curl -s -o /dev/null -m 3 "http://$address:$NODE_PORT/"; then
+            fail "port $NODE_PORT is not published by this Minikube ($driver driver) and http://$address:$NODE_PORT does not answer from here. Recreate it (minikube -p $PROFILE delete && just deploy) or run: kubectl --context $CONTEXT -n $NAMESPACE port-forward service/mongo-api 5000:5000"
+        fi
+    fi
+    echo "http://$address:$NODE_PORT"
 }
 
 # Overlays by their short names too: `just deploy replicaset`.

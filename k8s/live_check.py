@@ -3,6 +3,7 @@ a container's environment as the kubelet builds it from rendered manifests, the 
 stand-in they run against, waiting, HTTP requests, and the ok/FAIL lines they print."""
 
 import base64
+import re
 import socket
 import subprocess
 import sys
@@ -17,10 +18,11 @@ def rendered_documents(path):
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def container_env(docs, kind, container_name):
+def container_env(docs, kind, container_name, pod_ip="127.0.0.1"):
     """The environment of container `container_name` of the `kind` workload, as the kubelet
     would build it (plain values, ConfigMap and Secret keys resolved from the rendered
-    objects); also the pod spec, the container and the objects by (kind, name)."""
+    objects, the pod's address given as `pod_ip`); also the pod spec, the container and the
+    objects by (kind, name)."""
     by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
     def config(name):
@@ -48,9 +50,17 @@ def container_env(docs, kind, container_name):
             env[item["name"]] = config(ref["configMapKeyRef"]["name"])[ref["configMapKeyRef"]["key"]]
         elif "secretKeyRef" in ref:
             env[item["name"]] = secret(ref["secretKeyRef"]["name"])[ref["secretKeyRef"]["key"]]
+        elif (ref.get("fieldRef") or {}).get("fieldPath") == "status.podIP":
+            env[item["name"]] = pod_ip
         else:
             raise SystemExit(f"cannot resolve env {item['name']}: {ref}")
     return env, pod, container, by_name
+
+
+def expand(command, env):
+    """A probe's or container's command with `$(VAR)` replaced as the kubelet does (an
+    unknown variable is left as written)."""
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), word) for word in command]
 
 
 def free_port():

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from live_check import Checks, container_env, free_port, rendered_documents, request, start_stand_in, stop, wait_for
+from live_check import Checks, container_env, expand, free_port, rendered_documents, request, start_stand_in, stop, wait_for
 
 
 def init_scripts(pod, container, by_name):
@@ -47,12 +47,13 @@ def main():
     parser.add_argument("--service", required=True, help="the mongo-api binary to start")
     args = parser.parse_args()
     docs = rendered_documents(args.rendered)
-    mongo_env, pod, container, by_name = container_env(docs, "StatefulSet", "mongo")
+    port = free_port()
+    # The pod's address is where the stand-in listens: mongosh takes host:port.
+    mongo_env, pod, container, by_name = container_env(docs, "StatefulSet", "mongo", pod_ip=f"127.0.0.1:{port}")
     api_env, _, _, _ = container_env(docs, "Deployment", "api")
     checks = Checks()
 
     workdir = Path(tempfile.mkdtemp(prefix="mongo-init-check-"))
-    port = free_port()
     processes = []
     try:
         processes.append(start_stand_in(port, workdir))
@@ -106,6 +107,15 @@ def main():
             run = mongosh(app_uri, *login, "--eval", code)
             refused = run.returncode != 0 and re.search(r"[Uu]nauthori[sz]ed|not authorized|requires authentication", run.stdout + run.stderr)
             checks.expect(bool(refused), f"the app user may not {what} ({(run.stdout + run.stderr).strip()[:120]})")
+
+        # The StatefulSet's own startup probe, its command expanded as the kubelet does.
+        startup = expand(container["startupProbe"]["exec"]["command"], mongo_env)
+        checks.expect(startup[0] == "mongosh", f"the startup probe runs mongosh ({startup[0]})")
+        probed = subprocess.run([args.mongosh, *startup[1:]], capture_output=True, text=True, timeout=120)
+        checks.expect(
+            probed.returncode == 0 and probed.stdout.strip() == "1",
+            f"the startup probe, asking the pod's address, answers 1 ({(probed.stdout + probed.stderr).strip()[:120]})",
+        )
 
         # One run of what a mongosh readiness probe runs, inside the container, each period;
         # measured in a process of its own, so that only this run counts.

@@ -1,6 +1,11 @@
-"""Tests the logic of k8s/deploy.sh (what `just deploy` runs) without a cluster: `minikube`,
-`kubectl` and `helm` are stubs on PATH that record the commands they were given and answer as a
-cluster in the state each test sets up.
+"""Tests the logic of k8s/deploy.sh (what `just deploy`, `just undeploy` and `just url` run)
+without a cluster: `minikube`, `kubectl`, `helm`, `docker`, `podman` and `curl` are stubs
+on PATH that record the commands they were given and answer as the real ones do in the
+state each test sets up, where it matters: `minikube service --url` prints a random port
+and blocks where the docker driver needs a port-forward, `minikube start` refuses to
+downgrade an existing profile and ignores CPUs and memory for it, a docker-driver node
+reports the host's CPUs while its container has a CPU quota, `docker port` answers only
+for a published port, `helm search` lists only the versions the repository has.
 
 Run: python3 -m unittest k8s/test_deploy.py (from the repository root, or inside k8s/).
 """
@@ -8,10 +13,12 @@ Run: python3 -m unittest k8s/test_deploy.py (from the repository root, or inside
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import textwrap
+import time
 import unittest
 from pathlib import Path
 
@@ -22,32 +29,87 @@ REAL_KUBECTL = shutil.which("kubectl")
 STUB = textwrap.dedent(
     r"""
     #!/usr/bin/env bash
-    # Records the call, then answers like a cluster described by STUB_* variables.
+    # Records the call, then answers like the real command would for the state in $STUB_STATE.
     echo "$(basename "$0") $*" >>"$STUB_LOG"
+    state() { cat "$STUB_STATE/$1" 2>/dev/null; }
+    set_state() { echo "$2" >"$STUB_STATE/$1"; }
     args=" $* "
     case "$(basename "$0")" in
       minikube)
         case "$args" in
-          *" status "*) [ "$STUB_RUNNING" = 1 ] ;;
-          *" service "*) echo "http://192.168.49.2:30007" ;;
+          *" status "*)
+            case "$(state profile)" in
+              running) echo "host: Running" ;;
+              stopped) echo "host: Stopped"; exit 7 ;;
+              *) echo "Profile \"minikube\" not found. Run \"minikube profile list\" to view all profiles."; exit 85 ;;
+            esac ;;
+          *" start "*)
+            wanted=$(echo "$args" | sed -n 's/.*--kubernetes-version=v1\.\([0-9]*\).*/\1/p')
+            if [ "$(state profile)" != missing ]; then
+              if [ -n "$wanted" ] && [ "$wanted" -lt "$(state minor)" ]; then
+                echo "X Exiting due to K8S_DOWNGRADE_UNSUPPORTED: Unable to safely downgrade existing Kubernetes v1.$(state minor).0 cluster to v1.$wanted.0" >&2
+                exit 106
+              fi
+              case "$args" in *" --cpus="*|*" --memory="*)
+                echo "! You cannot change the CPUs or memory for an existing minikube cluster. Please first delete the cluster." >&2 ;;
+              esac
+            else
+              [ -n "$wanted" ] && set_state minor "$wanted"
+              case "$args" in *" --ports=127.0.0.1:30007:30007 "*)
+                case "$(state driver)" in docker|podman) set_state published 1 ;; esac ;;
+              esac
+            fi
+            set_state profile running ;;
+          *" service "*)
+            if [ "$(state forward)" = 1 ]; then
+              # A tunnel on a random port, until interrupted.
+              echo "http://127.0.0.1:$((40000 + RANDOM % 20000))"
+              echo "! Because you are using a Docker driver on darwin, the terminal needs to be open to run it." >&2
+              exec sleep 3600
+            fi
+            echo "http://192.168.49.2:30007" ;;
+          *" ip "*) echo "192.168.49.2" ;;
+          *" profile list "*)
+            if [ "$(state profile)" = missing ]; then echo '{"invalid":[],"valid":[]}'; else
+              printf '{"invalid":[],"valid":[{"Name":"minikube","Status":"%s","Config":{"Name":"minikube","Driver":"%s","CPUs":2}}]}\n' \
+                "$(state profile)" "$(state driver)"; fi ;;
           *) true ;;
         esac ;;
+      docker|podman)
+        case "$args" in
+          *" port minikube 30007/tcp "*)
+            if [ "$(state published)" = 1 ]; then echo "127.0.0.1:30007"; else
+              echo "Error: No public port '30007/tcp' published for minikube" >&2; exit 1; fi ;;
+          *" inspect -f {{.HostConfig.NanoCpus}} minikube "*) state nanocpus ;;
+          *) true ;;
+        esac ;;
+      curl) [ "$(state reachable)" = 1 ] || exit 28 ;;
       kubectl)
         case "$args" in
-          *" get --raw /version "*) printf '{\n  "major": "1",\n  "minor": "%s",\n  "gitVersion": "v1.%s.0"\n}\n' "$STUB_MINOR" "$STUB_MINOR" ;;
-          *"capacity.cpu"*) echo "$STUB_CPUS" ;;
-          *"architecture"*) echo "$STUB_ARCH" ;;
-          *" get daemonset calico-node "*) [ "$STUB_CALICO" = 1 ] ;;
-          *" apply -k "*) dir=${args##* -k }; cat "${dir% }/kustomization.yaml" >>"$STUB_LOG" ;;
-          *" get crd -o name "*) [ "$STUB_OPERATOR" = 1 ] && printf '%s\n' \
+          *" get --raw /version "*) printf '{\n  "major": "1",\n  "minor": "%s",\n  "gitVersion": "v1.%s.0"\n}\n' "$(state minor)" "$(state minor)" ;;
+          *"capacity.cpu"*) state hostcpus ;;
+          *"architecture"*) state arch ;;
+          *" get daemonset calico-node "*) [ "$(state calico)" = 1 ] ;;
+          *" apply -k "*) dir=${args##* -k }; cat "${dir% }/kustomization.yaml" >>"$STUB_LOG"; set_state namespace 1 ;;
+          *" get namespace mongo-api -o jsonpath"*) state deployed ;;
+          *" get namespace mongo-api "*) [ "$(state namespace)" = 1 ] ;;
+          *" get mongodbcommunity mongo "*) [ "$(state legacy)" = replicaset ] ;;
+          *" get statefulset mongo "*) [ "$(state legacy)" = base ] ;;
+          *" annotate namespace mongo-api "*) set_state deployed "${args##*mongo-api/overlay=}" ;;
+          *" get crd -o name "*) [ "$(state operator)" = 1 ] && printf '%s\n' \
                customresourcedefinition.apiextensions.k8s.io/mongodbcommunity.mongodbcommunity.mongodb.com \
                customresourcedefinition.apiextensions.k8s.io/certificates.cert-manager.io ;;
-          *" get crd "*) [ "$STUB_OPERATOR" = 1 ] ;;
+          *" get crd "*) [ "$(state operator)" = 1 ] ;;
           *) true ;;
         esac ;;
       helm)
         case "$args" in
-          *" status "*) [ "$STUB_OPERATOR" = 1 ] ;;
+          *" status "*) [ "$(state operator)" = 1 ] ;;
+          *" search repo "*)
+            version=$(echo "$args" | sed -n 's/.* --version \([^ ]*\) .*/\1/p')
+            if echo " $(state charts) " | grep -q " $version "; then
+              printf '[{"name":"mongodb/mongodb-kubernetes","version":"%s","app_version":"%s"}]\n' "$version" "$version"
+            else echo '[]'; fi ;;
           *) true ;;
         esac ;;
     esac
@@ -70,33 +132,60 @@ def secrets_present():
             secrets.unlink()
 
 
+def deploy_script_value(pattern):
+    match = re.search(pattern, DEPLOY.read_text())
+    assert match, pattern
+    return match.group(1)
+
+
 class Deploy(unittest.TestCase):
+    # A cluster as `just deploy` leaves it on Linux: docker driver, port published, Calico.
+    CLUSTER = {
+        "profile": "running",
+        "minor": "32",
+        "driver": "docker",
+        "forward": "0",
+        "published": "1",
+        "nanocpus": "0",
+        "hostcpus": "2",
+        "arch": "arm64",
+        "calico": "1",
+        "operator": "0",
+        "namespace": "0",
+        "deployed": "",
+        "legacy": "",
+        "reachable": "1",
+        "charts": deploy_script_value(r"OPERATOR_VERSION=(\S+)"),
+    }
+
     def setUp(self):
         self.dir = Path(tempfile.mkdtemp())
-        for name in ("minikube", "kubectl", "helm"):
+        for name in ("minikube", "kubectl", "helm", "docker", "podman", "curl"):
             stub = self.dir / name
             stub.write_text(STUB)
             stub.chmod(0o755)
+        self.state = self.dir / "state"
+        self.state.mkdir()
         self.log = self.dir / "log"
         self.log.write_text("")
         self.env = {
             **os.environ,
             "PATH": f"{self.dir}:{os.environ['PATH']}",
             "STUB_LOG": str(self.log),
-            "STUB_RUNNING": "1",
-            "STUB_MINOR": "32",
-            "STUB_CPUS": "2",
-            "STUB_ARCH": "arm64",
-            "STUB_CALICO": "1",
-            "STUB_OPERATOR": "0",
+            "STUB_STATE": str(self.state),
         }
+        self.cluster(**self.CLUSTER)
 
     def tearDown(self):
         shutil.rmtree(self.dir)
 
-    def deploy(self, *args, **stub):
-        env = {**self.env, **{f"STUB_{k.upper()}": str(v) for k, v in stub.items()}}
-        run = subprocess.run([str(DEPLOY), *args], env=env, capture_output=True, text=True, cwd=ROOT)
+    def cluster(self, **state):
+        for key, value in state.items():
+            (self.state / key).write_text(f"{value}\n")
+
+    def deploy(self, *args, timeout=20, **state):
+        self.cluster(**state)
+        run = subprocess.run([str(DEPLOY), *args], env=self.env, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
         return run, self.log.read_text().splitlines()
 
     def assert_only_minikube_touched(self, calls):
@@ -108,12 +197,18 @@ class Deploy(unittest.TestCase):
             if call.startswith("helm "):
                 self.assertTrue(call.startswith("helm --kube-context minikube "), call)
 
-    def test_a_stopped_minikube_is_started_with_the_pinned_version_and_calico(self):
-        run, calls = self.deploy("cluster", "base", running=0)
+    def assert_one_line(self, run):
+        self.assertEqual(run.returncode, 1, run.stdout + run.stderr)
+        self.assertEqual(len(run.stderr.strip().splitlines()), 1, run.stderr)
+
+    # ---- starting and checking the cluster ----
+
+    def test_a_new_cluster_is_started_with_the_pinned_version_calico_and_the_port_published(self):
+        run, calls = self.deploy("cluster", "base", profile="missing")
         self.assertEqual(run.returncode, 0, run.stderr)
         starts = [c for c in calls if " start " in f" {c} "]
         self.assertEqual(len(starts), 1, calls)
-        for flag in ("--kubernetes-version=v1.32.0", "--cni=calico", "--cpus=2"):
+        for flag in ("--kubernetes-version=v1.32.0", "--cni=calico", "--cpus=2", "--ports=127.0.0.1:30007:30007"):
             self.assertIn(flag, starts[0])
         self.assertIn("minikube -p minikube addons enable metrics-server", calls)
         self.assert_only_minikube_touched(calls)
@@ -124,41 +219,98 @@ class Deploy(unittest.TestCase):
         self.assertFalse([c for c in calls if " start " in f" {c} "], calls)
         self.assert_only_minikube_touched(calls)
 
+    def test_a_stopped_profile_made_with_a_newer_kubernetes_is_started_as_it_was_made(self):
+        run, calls = self.deploy("cluster", "base", profile="stopped", minor="34")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        start = next(c for c in calls if " start " in f" {c} ")
+        self.assertEqual(start, "minikube -p minikube start")
+        self.assertNotIn("downgrade", run.stderr)
+        # And then checked as a running one: its version read from the API server.
+        self.assertTrue([c for c in calls if "get --raw /version" in c], calls)
+
+    def test_a_stopped_profile_older_than_the_manifests_need_is_refused_in_one_line(self):
+        run, calls = self.deploy("cluster", "base", profile="stopped", minor="28")
+        self.assert_one_line(run)
+        self.assertIn("Kubernetes 1.28; the manifests need 1.30 or newer", run.stderr)
+
     def test_a_cluster_older_than_the_manifests_need_is_refused_in_one_line(self):
         run, calls = self.deploy("cluster", "base", minor=28)
-        self.assertEqual(run.returncode, 1)
-        self.assertEqual(len(run.stderr.strip().splitlines()), 1, run.stderr)
+        self.assert_one_line(run)
         self.assertIn("Kubernetes 1.28; the manifests need 1.30 or newer", run.stderr)
         self.assertFalse([c for c in calls if "apply" in c])
 
     def test_a_cluster_without_calico_is_refused_unless_allowed(self):
         run, _ = self.deploy("cluster", "base", calico=0)
-        self.assertEqual(run.returncode, 1)
+        self.assert_one_line(run)
         self.assertIn("no Calico", run.stderr)
         self.env["ALLOW_NO_CALICO"] = "1"
         run, _ = self.deploy("cluster", "base", calico=0)
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertIn("warning: no Calico", run.stderr)
 
+    def test_calico_is_waited_for_before_anything_is_deployed(self):
+        run, calls = self.deploy("cluster", "base")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("kubectl --context minikube -n kube-system rollout status daemonset/calico-node --timeout=300s", calls)
+
     def test_the_assignment_overlay_needs_four_cpus(self):
-        run, _ = self.deploy("cluster", "overlays/assignment", cpus=2)
-        self.assertEqual(run.returncode, 1)
+        run, _ = self.deploy("cluster", "overlays/assignment", hostcpus=2)
+        self.assert_one_line(run)
         self.assertIn("overlays/assignment needs 4", run.stderr)
-        run, calls = self.deploy("cluster", "overlays/assignment", running=0)
+        run, calls = self.deploy("cluster", "overlays/assignment", profile="missing")
         self.assertIn("--cpus=4", next(c for c in calls if " start " in f" {c} "))
+
+    def test_on_the_docker_driver_the_cpus_are_the_containers_quota_not_the_hosts(self):
+        # The node reports the host's 8 cores; its container may use 2.
+        run, _ = self.deploy("cluster", "overlays/assignment", hostcpus=8, nanocpus=2_000_000_000)
+        self.assert_one_line(run)
+        self.assertIn("has 2 CPUs; overlays/assignment needs 4", run.stderr)
+        run, _ = self.deploy("cluster", "overlays/assignment", hostcpus=8, nanocpus=4_000_000_000)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        # A VM driver's node reports what the VM has.
+        run, _ = self.deploy("cluster", "overlays/assignment", driver="kvm2", hostcpus=4, nanocpus=0)
+        self.assertEqual(run.returncode, 0, run.stderr)
 
     def test_the_node_architecture_is_read_from_the_minikube_context(self):
         run, calls = self.deploy("node-arch", arch="arm64")
         self.assertEqual(run.stdout.strip(), "arm64")
         self.assert_only_minikube_touched(calls)
 
+    # ---- the URL ----
+
+    def test_the_url_returns_at_once_where_the_docker_driver_needs_a_port_forward(self):
+        # macOS, Windows, Docker Desktop, rootless: `minikube service --url` would block.
+        started = time.monotonic()
+        run, calls = self.deploy("url", forward=1, published=1, reachable=0, timeout=10)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.strip(), "http://127.0.0.1:30007")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertFalse([c for c in calls if " service " in c], calls)
+
+    def test_the_url_on_a_vm_driver_is_the_nodes_address(self):
+        run, _ = self.deploy("url", driver="kvm2", published=0)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.strip(), "http://192.168.49.2:30007")
+
+    def test_a_cluster_that_does_not_publish_the_port_gets_one_line_saying_what_to_do(self):
+        run, _ = self.deploy("url", forward=1, published=0, reachable=0, timeout=10)
+        self.assert_one_line(run)
+        self.assertIn("port-forward", run.stderr)
+        # Where its address answers (Linux, rootful Docker), that is the URL.
+        run, _ = self.deploy("url", published=0, reachable=1)
+        self.assertEqual(run.stdout.strip(), "http://192.168.49.2:30007")
+
+    # ---- applying ----
+
     @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
-    def test_apply_deploys_the_build_tag_and_leaves_the_committed_manifests_pinned(self):
+    def test_apply_deploys_the_build_tag_records_the_overlay_and_ends_with_the_url(self):
         with secrets_present():
             for overlay in ("base", "overlays/assignment"):
-                run, calls = self.deploy("apply", overlay, "mongo-api:0.1.0-abc1234-dirty-0123abcd")
+                run, calls = self.deploy("apply", overlay, "mongo-api:0.1.0-abc1234-dirty-0123abcd", forward=1)
                 self.assertEqual(run.returncode, 0, run.stderr)
                 self.assert_only_minikube_touched(calls)
+                self.assertIn("service: http://127.0.0.1:30007", run.stdout)
+                self.assertIn(f"kubectl --context minikube annotate namespace mongo-api mongo-api/overlay={overlay} --overwrite", calls)
                 staged = ROOT / "target/deploy" / overlay
                 rendered = subprocess.run(
                     [REAL_KUBECTL, "kustomize", str(staged)], capture_output=True, text=True, check=True
@@ -167,6 +319,21 @@ class Deploy(unittest.TestCase):
                 self.assertNotIn("image: mongo-api:0.1.0\n", rendered)
             committed = (ROOT / "k8s/base/api-deployment.yaml").read_text()
             self.assertIn("image: mongo-api:0.1.0\n", committed)
+
+    @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
+    def test_one_mongodb_cannot_replace_the_other_in_place(self):
+        with secrets_present():
+            for deployed, wanted in [("base", "replicaset"), ("overlays/replicaset", "base")]:
+                run, calls = self.deploy("apply", wanted, "mongo-api:0.1.0", namespace=1, deployed=deployed)
+                self.assert_one_line(run)
+                self.assertIn("just undeploy first", run.stderr)
+                self.assertFalse([c for c in calls if " apply -k " in c or " upgrade --install " in c], calls)
+            # Deployed before the overlay was recorded: told apart by what is there.
+            run, _ = self.deploy("apply", "base", "mongo-api:0.1.0", namespace=1, deployed="", legacy="replicaset")
+            self.assert_one_line(run)
+            # Between base and assignment (the same MongoDB, patched) it is an update.
+            run, _ = self.deploy("apply", "overlays/assignment", "mongo-api:0.1.0", namespace=1, deployed="base")
+            self.assertEqual(run.returncode, 0, run.stderr)
 
     @unittest.skipUnless(
         shutil.which("just") and (ROOT / "target/x86_64-unknown-linux-musl/release/mongo-api").exists(),
@@ -190,6 +357,8 @@ class Deploy(unittest.TestCase):
         else:
             self.assertEqual(tag, f"0.1.0-{commit}")
 
+    # ---- undeploying ----
+
     def test_undeploy_deletes_the_namespace_in_minikube_only(self):
         run, calls = self.deploy("undeploy")
         self.assertEqual(run.returncode, 0, run.stderr)
@@ -197,22 +366,25 @@ class Deploy(unittest.TestCase):
         self.assertFalse([c for c in calls if "uninstall" in c or " delete " in c and "namespace" not in c], calls)
         self.assert_only_minikube_touched(calls)
 
-    def test_undeploy_removes_the_replica_set_then_the_operator_and_its_crds_only(self):
+    def test_undeploy_removes_the_replica_set_then_the_operator_its_crds_and_its_webhook_only(self):
         run, calls = self.deploy("undeploy", operator=1)
         self.assertEqual(run.returncode, 0, run.stderr)
         steps = [
             "kubectl --context minikube -n mongo-api delete mongodbcommunity --all --ignore-not-found --wait",
             "helm --kube-context minikube uninstall mongodb-kubernetes -n mongo-api --wait",
             "kubectl --context minikube delete customresourcedefinition.apiextensions.k8s.io/mongodbcommunity.mongodbcommunity.mongodb.com",
+            "kubectl --context minikube delete validatingwebhookconfiguration mdbpolicy.mongodb.com --ignore-not-found",
             "kubectl --context minikube delete namespace mongo-api --ignore-not-found",
         ]
         self.assertEqual([calls.index(step) for step in steps], sorted(calls.index(step) for step in steps), calls)
         self.assertFalse([c for c in calls if "cert-manager" in c], calls)
         self.assert_only_minikube_touched(calls)
 
+    # ---- the replica set ----
+
     def test_the_replicaset_overlay_by_its_short_name_needs_four_cpus(self):
-        run, _ = self.deploy("cluster", "replicaset", cpus=2)
-        self.assertEqual(run.returncode, 1)
+        run, _ = self.deploy("cluster", "replicaset", hostcpus=2)
+        self.assert_one_line(run)
         self.assertIn("overlays/replicaset needs 4", run.stderr)
 
     @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
@@ -221,23 +393,43 @@ class Deploy(unittest.TestCase):
             run, calls = self.deploy("apply", "replicaset", "mongo-api:0.1.0-abc1234")
             self.assertEqual(run.returncode, 0, run.stderr)
             self.assert_only_minikube_touched(calls)
+            version = self.CLUSTER["charts"]
+            searched = next(i for i, c in enumerate(calls) if " search repo " in c)
             install = next(i for i, c in enumerate(calls) if " upgrade --install " in c)
-            self.assertIn("mongodb-kubernetes mongodb/mongodb-kubernetes --version 1.11.1 --namespace mongo-api", calls[install])
+            self.assertIn(f"mongodb-kubernetes mongodb/mongodb-kubernetes --version {version} --namespace mongo-api", calls[install])
             applied = next(i for i, c in enumerate(calls) if " apply -k " in c)
             waited = next(i for i, c in enumerate(calls) if "wait mongodbcommunity/mongo" in c)
             rolled = next(i for i, c in enumerate(calls) if "rollout status deployment/mongo-api" in c)
+            self.assertLess(searched, install)
             self.assertLess(install, applied)
             self.assertLess(applied, waited)
             self.assertLess(waited, rolled)
             self.assertIn("--for=jsonpath={.status.phase}=Running", calls[waited])
             self.assertFalse([c for c in calls if "statefulset/mongo" in c], calls)
 
+    def test_a_pinned_operator_version_the_repository_does_not_have_is_refused_in_one_line(self):
+        run, calls = self.deploy("apply", "replicaset", "mongo-api:0.1.0", charts="1.8.0 1.9.0")
+        self.assert_one_line(run)
+        self.assertIn("has no mongodb/mongodb-kubernetes", run.stderr)
+        self.assertFalse([c for c in calls if " upgrade --install " in c or " apply -k " in c], calls)
+
+    @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
+    def test_the_api_rollout_outlasts_the_wait_for_the_replica_set(self):
+        # Its pods wait for the Secret the operator writes once the set is Running.
+        with secrets_present():
+            rendered = subprocess.run(
+                [REAL_KUBECTL, "kustomize", str(ROOT / "k8s/overlays/replicaset")], capture_output=True, text=True, check=True
+            ).stdout
+        deadline = int(re.search(r"progressDeadlineSeconds: (\d+)", rendered).group(1))
+        wait = int(deploy_script_value(r"wait mongodbcommunity/mongo .*--timeout=(\d+)s"))
+        rollout = int(deploy_script_value(r"rollout status deployment/mongo-api --timeout=(\d+)s"))
+        self.assertGreater(deadline, wait + rollout)
+
     def test_the_replicaset_overlay_without_helm_says_so_in_one_line(self):
         (self.dir / "helm").unlink()
         self.env["PATH"] = f"{self.dir}:/usr/bin:/bin"
         run, calls = self.deploy("apply", "replicaset", "mongo-api:0.1.0")
-        self.assertEqual(run.returncode, 1)
-        self.assertEqual(len(run.stderr.strip().splitlines()), 1, run.stderr)
+        self.assert_one_line(run)
         self.assertIn("install helm", run.stderr)
         self.assertFalse([c for c in calls if "apply" in c], calls)
 

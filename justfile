@@ -1,5 +1,5 @@
 # mongo-api: `just run` starts the service with a local MongoDB stand-in, `just test`
-# runs every test. `just --list` shows all recipes.
+# runs every test, `just check` the quick ones. `just --list` shows all recipes.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -30,11 +30,46 @@ venv := "target/venv"
 default:
     @just --list
 
+# The Rust target of an architecture (amd64 or arm64)
+[private]
+rust-target arch:
+    @echo {{ if arch == "arm64" { arm_target } else { musl_target } }}
+
+# Install Debian packages with apt (as root or with sudo); where there is no apt, stop with one line naming them
+[private]
+apt +packages:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v apt-get >/dev/null; then
+        echo "needs the Debian packages {{packages}}, and this system has no apt-get: install their equivalents with its package manager, then run just again" >&2
+        exit 1
+    fi
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing {{packages}} (apt)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq {{packages}} >/dev/null
+
+# Wait up to SECONDS for COMMAND to succeed, else fail naming WHAT
+[private]
+[positional-arguments]
+wait seconds what +command:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    seconds=$1 what=$2
+    shift 2
+    deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "timed out after $seconds s waiting for $what" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+
 # Install what building the static binary needs: a C compiler, musl-tools, the musl target
 deps-build:
     #!/usr/bin/env bash
     set -euo pipefail
-    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     missing=()
     # Elsewhere than Linux the static binary is cross-built with zig (`just deps-cross`).
     if [ "$(uname -s)" = Linux ]; then
@@ -42,9 +77,7 @@ deps-build:
         command -v cc >/dev/null || missing+=(build-essential)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]} (apt)"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+        just apt "${missing[@]}" || { echo "the static build needs musl-gcc and a C compiler (Fedora: dnf install musl-gcc gcc; Arch: pacman -S musl gcc; Alpine: apk add musl-dev gcc)" >&2; exit 1; }
     fi
     rustup target list --installed | grep -qx {{musl_target}} || rustup target add {{musl_target}}
 
@@ -60,12 +93,7 @@ deps-cross: venv
 deps: deps-build
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! command -v cmake >/dev/null; then
-        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-        echo "installing cmake (apt)"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake >/dev/null
-    fi
+    command -v cmake >/dev/null || just apt cmake
     if ! secantusd-rs --version 2>/dev/null | grep -q "{{secantus_version}}"; then
         echo "installing the MongoDB stand-in (SecantusDB {{secantus_version}}): cargo compiles it once, about 7 minutes on 2 cores"
         cargo install secantus-mdb --version {{secantus_version}} --locked --ignore-rust-version
@@ -79,7 +107,7 @@ build:
 build-static arch=host_arch: deps-build
     #!/usr/bin/env bash
     set -euo pipefail
-    target=$([ "{{arch}}" = arm64 ] && echo {{arm_target}} || echo {{musl_target}})
+    target=$(just rust-target {{arch}})
     if [ "$target" = {{musl_target}} ] && [ "$(uname -sm)" = "Linux x86_64" ]; then
         cargo build --release --target $target -p mongo-api
     else
@@ -95,8 +123,7 @@ image-tag arch=host_arch:
     set -euo pipefail
     tag={{version}}-{{commit}}
     if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
-        target=$([ "{{arch}}" = arm64 ] && echo {{arm_target}} || echo {{musl_target}})
-        tag=$tag-dirty-$(sha256sum target/$target/release/mongo-api | cut -c1-8)
+        tag=$tag-dirty-$(sha256sum target/$(just rust-target {{arch}})/release/mongo-api | cut -c1-8)
     fi
     echo $tag
 
@@ -105,16 +132,43 @@ build-image arch=host_arch: docker-running
     #!/usr/bin/env bash
     set -euo pipefail
     just build-static {{arch}}
-    target=$([ "{{arch}}" = arm64 ] && echo {{arm_target}} || echo {{musl_target}})
     tag=$(just image-tag {{arch}})
-    docker build --quiet -f Dockerfile.scratch --platform linux/{{arch}} --build-arg TARGET=$target \
+    docker build --quiet -f Dockerfile.scratch --platform linux/{{arch}} --build-arg TARGET=$(just rust-target {{arch}}) \
         --build-arg VERSION={{version}} --build-arg REVISION={{commit}} -t {{image}} -t mongo-api:$tag .
     docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
+
+# Push the amd64 and arm64 images and one multi-arch index to REGISTRY (ghcr.io/you, docker.io/you; log in first)
+push registry: docker-running
+    #!/usr/bin/env bash
+    set -euo pipefail
+    repo={{registry}}/mongo-api
+    # A clean tree is pushed as VERSION-COMMIT and VERSION; a dirty one only under its own
+    # VERSION-COMMIT-dirty-DIGEST, which can never overwrite a release tag.
+    just build-static amd64
+    tag=$(just image-tag amd64)
+    tags=($tag)
+    case "$tag" in *-dirty-*) echo "the tree has changes: pushing $repo:$tag only, never :{{version}}" ;; *) tags+=({{version}}) ;; esac
+    # A registry on this machine (a test) speaks plain HTTP.
+    insecure=(); case "{{registry}}" in 127.0.0.1:* | localhost:*) insecure=(--insecure) ;; esac
+    for arch in amd64 arm64; do
+        just build-image $arch
+        docker tag mongo-api:$(just image-tag $arch) $repo:$tag-$arch
+        docker push --quiet $repo:$tag-$arch
+    done
+    for t in "${tags[@]}"; do
+        # The index lists both images; `docker manifest` reads each one's platform.
+        docker manifest rm $repo:$t >/dev/null 2>&1 || true
+        docker manifest create "${insecure[@]}" $repo:$t $repo:$tag-amd64 $repo:$tag-arm64 >/dev/null
+        digest=$(docker manifest push "${insecure[@]}" --purge $repo:$t)
+        echo "pushed $repo:$t"
+    done
+    echo "index: $repo@$digest"
+    echo "deploy it to another cluster with: just deploy-to CONTEXT $repo@$digest"
 
 # Stop at once, with one line, when no Docker engine answers
 [private]
 docker-running:
-    @docker info >/dev/null 2>&1 || { echo "just build-image needs a running Docker engine: start Docker (or Docker Desktop), or point DOCKER_HOST at one; just test-image starts a private one"; exit 1; }
+    @docker info >/dev/null 2>&1 || { echo "this needs a running Docker engine: start Docker (or Docker Desktop), or point DOCKER_HOST at one; just test-image starts a private one"; exit 1; }
 
 # Write random MongoDB credentials for the manifests to k8s/base/secrets.env, once (not in git)
 secrets:
@@ -138,11 +192,15 @@ deploy overlay="base": secrets
     k8s/deploy.sh load $image
     k8s/deploy.sh apply {{overlay}} $image
 
-# Remove the deployment from Minikube: the whole namespace (MongoDB's data included), and the operator if installed
-undeploy:
-    k8s/deploy.sh undeploy
+# Deploy OVERLAY to the cluster of kubectl context CONTEXT (never the current one implicitly), the image by digest (just push prints it)
+deploy-to context image overlay="base": secrets
+    k8s/deploy.sh remote {{context}} {{overlay}} {{image}}
 
-# Print the service's URL on Minikube (the NodePort)
+# Remove the deployment (the whole namespace, MongoDB's data included, and the operator if installed) from CONTEXT (default: Minikube)
+undeploy context="minikube":
+    k8s/deploy.sh undeploy {{context}}
+
+# Print the service's URL on Minikube (the NodePort), on every driver
 url:
     @k8s/deploy.sh url
 
@@ -159,6 +217,8 @@ logs:
 check-k8s: deps-k8s secrets
     #!/usr/bin/env bash
     set -euo pipefail
+    # The checks read the service's ports, paths and memory formula from the binary itself.
+    cargo build --quiet -p mongo-api
     mkdir -p target/k8s
     for overlay in base overlays/assignment overlays/replicaset; do
         out=target/k8s/$(basename $overlay).yaml
@@ -168,26 +228,38 @@ check-k8s: deps-k8s secrets
         for version in {{kubernetes_versions}}; do
             {{venv}}/bin/kubernetes-validate --kubernetes-version $version --strict --quiet $out
         done
-        {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}}
+        {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}} --binary target/debug/mongo-api
     done
     cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy
 
-# Start a private Docker engine, build the image, run it as the Deployment would, stop it all
-test-image: deps-docker check-k8s
+# A private Docker engine for COMMAND, stopped (and its files removed) after it; with REGISTRY, allowed to push there over HTTP
+[private]
+[positional-arguments]
+with-docker registry +command:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ -z "${DOCKER_HOST:-}" ] && ! docker info >/dev/null 2>&1; then
-        dir=$(mktemp -d /tmp/mongo-api-docker.XXXXXX)
-        dockerd --iptables=false --ip6tables=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
-            -H unix://$dir/docker.sock --pidfile $dir/docker.pid >$dir/dockerd.log 2>&1 &
-        dockerd_pid=$!
-        # dockerd leaves its network namespace mounted under exec-root.
-        trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; umount -l $dir/exec/netns/default 2>/dev/null; rm -rf $dir' EXIT
-        export DOCKER_HOST=unix://$dir/docker.sock
-        for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
+    registry=$1; shift
+    if [ -n "${DOCKER_HOST:-}" ] || docker info >/dev/null 2>&1; then
+        exec "$@"
     fi
-    just build-image
-    {{venv}}/bin/python k8s/image_check.py target/k8s/base.yaml --image {{image}}
+    dir=$(mktemp -d /tmp/mongo-api-docker.XXXXXX)
+    flags=(); [ "$registry" = - ] || flags=(--insecure-registry "$registry")
+    dockerd --iptables=false --ip6tables=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
+        -H unix://$dir/docker.sock --pidfile $dir/docker.pid "${flags[@]}" >$dir/dockerd.log 2>&1 &
+    dockerd_pid=$!
+    # dockerd leaves its network namespace mounted under exec-root.
+    trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; umount -l $dir/exec/netns/default 2>/dev/null; rm -rf $dir' EXIT
+    export DOCKER_HOST=unix://$dir/docker.sock
+    just wait 30 "the private Docker engine" docker info
+    "$@"
+
+# Start a private Docker engine, build the image, run it as the Deployment would, stop it all
+test-image: deps-docker check-k8s
+    just with-docker - bash -c 'just build-image && {{venv}}/bin/python k8s/image_check.py target/k8s/base.yaml --image {{image}}'
+
+# Push to a registry on this machine: one index for amd64 and arm64, checked with skopeo; the amd64 image pulled back by digest and run as the Deployment would
+test-push: deps-docker deps-registry check-k8s
+    just with-docker - {{venv}}/bin/python k8s/registry_check.py --rendered target/k8s/base.yaml
 
 # Run MongoDB's init script with the real mongosh as the StatefulSet would; check the app user's rights
 test-mongo-init: deps deps-mongosh check-k8s
@@ -199,12 +271,7 @@ test-mongo-init: deps deps-mongosh check-k8s
 test-arm64: deps deps-cross
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! command -v qemu-aarch64-static >/dev/null; then
-        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-        echo "installing qemu-user-static (apt)"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user-static >/dev/null
-    fi
+    command -v qemu-aarch64-static >/dev/null || just apt qemu-user-static
     just build-static arm64
     cargo build -p bench
     {{venv}}/bin/python k8s/arm64_check.py --binary target/{{arm_target}}/release/mongo-api
@@ -218,15 +285,12 @@ deps-mongosh:
 deps-k8s: venv
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! command -v kubectl >/dev/null; then
-        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-        $sudo apt-get update -qq && $sudo apt-get install -y -qq kubectl >/dev/null \
-            || { echo "kubectl is needed (1.27 or newer, for kustomize 5); install it from https://kubernetes.io/docs/tasks/tools/"; exit 1; }
-    fi
+    command -v kubectl >/dev/null || just apt kubectl \
+        || { echo "kubectl is needed (1.27 or newer, for kustomize 5); install it from https://kubernetes.io/docs/tasks/tools/"; exit 1; }
     {{venv}}/bin/kubernetes-validate --version 2>/dev/null | grep -qx "{{kubernetes_validate_version}}" \
         || {{venv}}/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate=={{kubernetes_validate_version}}"
 
-# Fuzz each target for SECONDS (libFuzzer); new inputs go to target/fuzz-corpus, not git
+# Fuzz each target for SECONDS (libFuzzer); new inputs go to target/fuzz-corpus, crashes to target/fuzz-artifacts, not git
 fuzz seconds="60": deps-fuzz
     #!/usr/bin/env bash
     set -euo pipefail
@@ -238,10 +302,17 @@ fuzz seconds="60": deps-fuzz
     for target in {{fuzz_targets}}; do
         # The committed corpus seeds the run; what the run finds goes to the first
         # directory, outside git (`just fuzz-merge` folds it into the committed corpus).
-        mkdir -p target/fuzz-corpus/$target
-        cargo fuzz run --release $target target/fuzz-corpus/$target fuzz/corpus/$target -- -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 2>&1 \
-            | grep -E '^(Done|INFO: seed corpus)|ERROR|panicked|SUMMARY' || true
-        test ! -s "$(ls fuzz/artifacts/$target/* 2>/dev/null | head -1)" || { echo "$target found a crash: fuzz/artifacts/$target"; exit 1; }
+        mkdir -p target/fuzz-corpus/$target target/fuzz-artifacts/$target
+        log=target/fuzz-artifacts/$target.log
+        # libFuzzer exits non-zero on a crash, a leak, a timeout or running out of memory.
+        if ! cargo fuzz run --release $target target/fuzz-corpus/$target fuzz/corpus/$target -- \
+            -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 \
+            -artifact_prefix=target/fuzz-artifacts/$target/ >$log 2>&1; then
+            tail -40 $log
+            echo "$target failed: see $log and target/fuzz-artifacts/$target"
+            exit 1
+        fi
+        grep -E '^(Done|INFO: seed corpus)' $log
     done
 
 # Fold what `just fuzz` found into the committed corpus, keeping only inputs that add coverage
@@ -251,8 +322,8 @@ fuzz-merge: deps-fuzz
     export RUSTC_BOOTSTRAP=1
     for target in {{fuzz_targets}}; do
         mkdir -p target/fuzz-corpus/$target
-        cargo fuzz run --release $target fuzz/corpus/$target target/fuzz-corpus/$target -- -merge=1 2>&1 \
-            | grep -E '^MERGE-OUTER: [0-9]+ new files' || true
+        cargo fuzz run --release $target fuzz/corpus/$target target/fuzz-corpus/$target -- -merge=1 >target/fuzz-merge-$target.log 2>&1
+        grep -E '^MERGE-OUTER: [0-9]+ new files' target/fuzz-merge-$target.log
     done
 
 # Attack the live service with schemathesis, generating requests from its own OpenAPI document
@@ -266,13 +337,13 @@ test-openapi: deps-schemathesis
     secantusd-rs --host 127.0.0.1 --port 0 --storage-path $dir/db --auth --sync-on-commit \
         --log-file-max 16MB --cache-size 128M >$dir/db.log 2>&1 &
     pids+=($!)
-    until grep -q "listening on" $dir/db.log; do sleep 0.1; done
+    just wait 30 "the MongoDB stand-in" grep -q "listening on" $dir/db.log
     db_port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' $dir/db.log)
     NEW_USER_PASSWORD=schemathesis ./target/debug/bench create-user --port $db_port --user st >/dev/null
     MONGO_HOST=127.0.0.1 MONGO_PORT=$db_port MONGO_USER=st MONGO_PASSWORD=schemathesis MONGO_DB=st \
         BIND_ADDR=127.0.0.1 PORT=0 ./target/debug/mongo-api >$dir/service.log 2>&1 &
     pids+=($!)
-    until grep -q '"message":"listening"' $dir/service.log; do sleep 0.1; done
+    just wait 30 "the service" grep -q '"message":"listening"' $dir/service.log
     address=$(sed -n 's/.*"address":"\([^"]*\)".*/\1/p' $dir/service.log | head -1)
     # Every check but positive_data_acceptance: "any JSON object" cannot say in JSON Schema
     # that integers must fit in 64 bits or that keys must not repeat, nor can a string
@@ -297,10 +368,7 @@ venv:
     if ! python3 -m venv {{venv}} >/dev/null 2>&1; then
         # Debian and Ubuntu ship the venv module's pip bootstrap separately.
         rm -rf {{venv}}
-        echo "installing python3-venv (Debian's python3 needs it to create a virtual environment)"
-        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+        just apt python3-venv
         python3 -m venv {{venv}}
     fi
     {{venv}}/bin/pip install --quiet --disable-pip-version-check --upgrade pip
@@ -309,14 +377,13 @@ venv:
 deps-fuzz:
     @cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || { echo "installing cargo-fuzz (compiles once, about 1 minute)"; cargo install cargo-fuzz --version 0.13.2 --locked; }
 
-# Install a Docker engine for the image test (Debian's docker.io)
+# Install a Docker engine for the image tests (Debian's docker.io)
 deps-docker:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    command -v dockerd >/dev/null && command -v docker >/dev/null && exit 0
-    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq docker.io >/dev/null
+    @command -v dockerd >/dev/null && command -v docker >/dev/null || just apt docker.io
+
+# Install a registry and skopeo for the push test (Debian's docker-registry, the CNCF distribution registry)
+deps-registry:
+    @command -v docker-registry >/dev/null && command -v skopeo >/dev/null || just apt docker-registry skopeo
 
 # Run the service on :5000 against a local MongoDB stand-in it starts (data kept in ./data)
 run: deps
@@ -330,7 +397,7 @@ run: deps
         --auth --sync-on-commit --log-file-max 16MB --cache-size 256M >{{data_dir}}/mongo.log 2>&1 &
     db_pid=$!
     trap 'kill $db_pid 2>/dev/null; wait $db_pid 2>/dev/null || true' EXIT
-    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/{{local_mongo_port}}) 2>/dev/null && break; sleep 0.1; done
+    just wait 30 "the MongoDB stand-in on port {{local_mongo_port}}" bash -c "echo >/dev/tcp/127.0.0.1/{{local_mongo_port}}"
     if [ ! -f {{data_dir}}/credentials ]; then
         secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
         admin_pw=$(secret); app_pw=$(secret)
@@ -345,22 +412,30 @@ run: deps
     MONGO_HOST=127.0.0.1 MONGO_PORT={{local_mongo_port}} MONGO_USER=app MONGO_DB=flask_db \
         ./target/release/mongo-api
 
-# Run every test: lints, unit and integration tests (real MongoDB-speaking server), manifests, image
+# The quick checks, in a few minutes: formatting, lints, unit tests
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test --workspace --lib --bins
+    cargo test -p tiny_http -p budget
+
+# Run every test: lints, unit and integration tests (real MongoDB-speaking server), manifests, image, registry
 test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     just build-static
-    # The memory tests measure the product: the static release binary.
+    # The memory and capacity tests measure the product: the static release binary.
     MONGO_API_RELEASE_BIN="$PWD/target/{{musl_target}}/release/mongo-api" cargo test --workspace
     # Again through replica-set URIs (the stand-in is a one-member set), as on the operator's set.
-    TEST_MONGO_REPLICA_SET=secantus cargo test --test api --test reliability
+    TEST_MONGO_REPLICA_SET=secantus cargo test --test service -- api:: reliability::
     just test-openapi
     just fuzz 30
     just test-image
     just test-mongo-init
     just test-arm64
+    just test-push
 
-# Benchmark: no arguments, the whole local comparison (about 13 min once built); with arguments, one `bench run`
+# Benchmark: no arguments, the whole local comparison (about 15 min once built); with arguments, one `bench run`
 bench *args: build-static
     #!/usr/bin/env bash
     set -euo pipefail
@@ -372,12 +447,7 @@ bench *args: build-static
     # reference's, not the project's tools'.
     [ -x target/bench-venv/bin/pip ] || { rm -rf target/bench-venv; just venv; python3 -m venv target/bench-venv; }
     target/bench-venv/bin/pip install --quiet --disable-pip-version-check -r bench/flask_ref/requirements.txt
-    if ! command -v wrk >/dev/null; then
-        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-        echo "installing wrk (apt)"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
-    fi
+    command -v wrk >/dev/null || just apt wrk
     echo "building the axum peer (bench/peers/axum; the first build takes about 4 minutes)"
     (cd bench/peers/axum && cargo build --release)
     image=()

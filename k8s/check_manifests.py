@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks rendered Kubernetes manifests for what schema validation cannot see.
 
-Usage: check_manifests.py RENDERED.yaml --image NAME:TAG [--source DIR]
+Usage: check_manifests.py RENDERED.yaml --image NAME:TAG [--binary target/debug/mongo-api]
 
 `kubernetes-validate --strict` catches misspelled fields and wrong types. It does not
 check that things which refer to each other agree, nor enum values. This does:
@@ -11,12 +11,14 @@ check that things which refer to each other agree, nor enum values. This does:
   references     every secretKeyRef / configMapKeyRef / envFrom / volume names an object
                  that exists, and a key it has
   hpa            the HPA targets an existing Deployment
-  probes         HTTP probes go to the management listener (MANAGEMENT_PORT, default
-                 read from src/settings.rs), on a path it serves (read from
-                 src/http/mod.rs); the container declares both ports the binary listens
-                 on (PORT too); a Prometheus scrape annotation names the management port;
-                 a NetworkPolicy keeps other pods off the management port (the node, where
-                 the kubelet probes from, is always let through)
+  probes         HTTP probes go to the management listener, on a path it serves; the
+                 container declares both ports the binary listens on (ports and paths as
+                 the binary itself reports them for the container's environment:
+                 `mongo-api --print-config`); a Prometheus scrape annotation names the
+                 management port; a NetworkPolicy keeps other pods off the management
+                 port (the node, where the kubelet probes from, is always let through);
+                 MongoDB's mongosh startup probe asks the pod's address, not localhost
+                 (where the image's init phase runs a temporary mongod without auth)
   image          the API's image is exactly what `just build-image` tags; every image
                  has an explicit tag other than latest
   resources      every container has CPU and memory requests and limits
@@ -28,8 +30,9 @@ check that things which refer to each other agree, nor enum values. This does:
   security       every pod in a namespace labelled pod-security.kubernetes.io/enforce:
                  restricted meets that standard (non-root, no privilege escalation,
                  capabilities dropped, seccomp, no host namespaces, ports or paths)
-  memory         the API's memory limit covers REQUEST_MEMORY_MIB plus the process at rest,
-                 its connections (MAX_CONNECTIONS) and a margin (the README's formula)
+  memory         the API's memory limit covers what the binary says its configuration needs:
+                 REQUEST_MEMORY_MIB plus the process at rest, its connections
+                 (MAX_CONNECTIONS) and a margin (the README's formula)
   mongodb        a MongoDBCommunity resource (the replicaset overlay): an odd number of
                  members, at least 3; a pinned version; every user's passwordSecretRef
                  names a Secret and key that exist; mongod and the agent have requests
@@ -43,7 +46,10 @@ Prints one line per problem and exits 1 if there is any.
 """
 
 import argparse
+import os
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,55 +69,42 @@ ENUMS = {
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
-def binary_routes(source: Path) -> set:
-    text = (source / "src/http/mod.rs").read_text()
-    routes = set(re.findall(r'\("(/[a-z.]*)",\s*Route::', text))
-    if not routes:
-        raise SystemExit("cannot find the route table in src/http/mod.rs")
-    return routes
+class Binary:
+    """What the service binary says a configuration means (`mongo-api --print-config`):
+    its ports, the paths each port serves, the memory limit it needs. Asked with the plain
+    environment values a container gives it, so the checks follow the code, not a copy of
+    its constants."""
 
+    def __init__(self, path: Path):
+        if not Path(path).is_file():
+            raise SystemExit(f"{path} not found: build the service first (cargo build -p mongo-api)")
+        self.path = Path(path)
+        self.answers = {}
 
-def binary_management_paths(source: Path) -> set:
-    text = (source / "src/http/mod.rs").read_text()
-    match = re.search(r'MANAGEMENT_PATHS: &\[&str\] = &\[([^\]]*)\]', text)
-    if not match:
-        raise SystemExit("cannot find MANAGEMENT_PATHS in src/http/mod.rs")
-    return set(re.findall(r'"(/[a-z.]*)"', match.group(1)))
-
-
-def binary_defaults(source: Path) -> dict:
-    """Defaults of the variables the memory check needs, read from src/settings.rs."""
-    text = (source / "src/settings.rs").read_text()
-    defaults = {}
-    for variable in ("REQUEST_MEMORY_MIB", "MAX_CONNECTIONS"):
-        match = re.search(r'env\s*=\s*"' + variable + r'",\s*default_value_t\s*=\s*([\d_]+)', text)
-        if not match:
-            raise SystemExit(f"cannot find {variable}'s default in src/settings.rs")
-        defaults[variable] = int(match.group(1).replace("_", ""))
-    return defaults
-
-
-def binary_default_ports(source: Path) -> dict:
-    """The binary's default for each port variable, read from src/settings.rs."""
-    text = (source / "src/settings.rs").read_text()
-    ports = {}
-    for variable in ("PORT", "MANAGEMENT_PORT"):
-        match = re.search(r'env\s*=\s*"' + variable + r'",\s*default_value_t\s*=\s*(\d+)', text)
-        if not match:
-            raise SystemExit(f"cannot find {variable}'s default in src/settings.rs")
-        ports[variable] = int(match.group(1))
-    return ports
+    def config(self, env: dict) -> dict:
+        key = tuple(sorted(env.items()))
+        if key not in self.answers:
+            run = subprocess.run(
+                [str(self.path), "--print-config"], env={"PATH": os.environ.get("PATH", ""), **env},
+                capture_output=True, text=True,
+            )
+            if run.returncode != 0:
+                raise SystemExit(f"{self.path} --print-config with {env}: {run.stderr.strip()}")
+            self.answers[key] = json.loads(run.stdout)
+        return self.answers[key]
 
 
 class Checker:
-    def __init__(self, documents, image, routes, management_paths, default_ports, defaults=None):
+    def __init__(self, documents, image, binary):
         self.docs = [d for d in documents if d]
         self.image = image
-        self.routes = routes
-        self.management_paths = management_paths
-        self.default_ports = default_ports
-        self.defaults = defaults or binary_defaults(Path(__file__).resolve().parent.parent)
+        self.binary = binary
         self.problems = []
+
+    def binary_config(self, container):
+        """What the binary makes of the container's plain environment values."""
+        env = {e.get("name"): e.get("value") for e in container.get("env") or [] if e.get("value") is not None}
+        return self.binary.config(env)
 
     def problem(self, check, what):
         self.problems.append(f"{check}: {what}")
@@ -169,6 +162,7 @@ class Checker:
         self.check_references()
         self.check_hpa()
         self.check_probes_and_image()
+        self.check_mongo_startup_probe()
         self.check_resources()
         self.check_enums()
         self.check_ports()
@@ -277,14 +271,15 @@ class Checker:
             where = f"{self.name(w)} container {c.get('name')}"
             if c.get("image") != self.image:
                 self.problem("image", f"{where} runs {c.get('image')!r}, but `just build-image` tags {self.image!r}")
-            env = {e.get("name"): e.get("value") for e in c.get("env") or []}
-            listens = {v: int(env.get(v) or default) for v, default in self.default_ports.items()}
+            config = self.binary_config(c)
+            listens = config["ports"]
+            management_paths = set(config["paths"]["management"])
             ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
             for variable, number in listens.items():
                 if number not in ports.values():
                     self.problem("probes", f"{where} declares ports {sorted(ports.values())}, but the binary listens on {number} ({variable})")
             management = listens["MANAGEMENT_PORT"]
-            self.check_scrape_annotation(w, management)
+            self.check_scrape_annotation(w, management, management_paths)
             self.check_management_closed(w, ports, management)
             for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
                 probe = c.get(kind)
@@ -293,8 +288,8 @@ class Checker:
                 http = probe.get("httpGet")
                 if not http:
                     continue
-                if http.get("path") not in self.management_paths:
-                    self.problem("probes", f"{where} {kind} path {http.get('path')!r} is not served by the management listener ({sorted(self.management_paths)})")
+                if http.get("path") not in management_paths:
+                    self.problem("probes", f"{where} {kind} path {http.get('path')!r} is not served by the management listener ({sorted(management_paths)})")
                 port = http.get("port")
                 number = ports.get(port) if isinstance(port, str) else port
                 if number is None:
@@ -310,13 +305,31 @@ class Checker:
                 if tag in (None, "latest") and "@sha256:" not in image:
                     self.problem("image", f"{self.name(w)} container {c.get('name')} image {image!r} is not pinned to a tag")
 
-    def check_scrape_annotation(self, workload, management):
+    def check_mongo_startup_probe(self):
+        for w, _, pod in self.pod_templates():
+            for c in self.containers(pod):
+                command = ((c.get("startupProbe") or {}).get("exec") or {}).get("command") or []
+                if not command or "mongosh" not in command[0]:
+                    continue
+                pod_ip = {
+                    e.get("name") for e in c.get("env") or []
+                    if ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") == "status.podIP"
+                }
+                host = command[command.index("--host") + 1] if "--host" in command[:-1] else None
+                if host is None or host.strip("$()") not in pod_ip:
+                    self.problem(
+                        "probes",
+                        f"{self.name(w)} container {c.get('name')} startup probe asks {host or 'localhost'}, not the pod's "
+                        "address ($(VAR) of an env from status.podIP): the image's init phase answers on localhost",
+                    )
+
+    def check_scrape_annotation(self, workload, management, management_paths):
         annotations = workload.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
         if annotations.get("prometheus.io/scrape") != "true":
             self.problem("probes", f"{self.name(workload)} pods lack prometheus.io/scrape: \"true\"")
         if annotations.get("prometheus.io/port") != str(management):
             self.problem("probes", f"{self.name(workload)} prometheus.io/port {annotations.get('prometheus.io/port')!r} is not the management port {management}")
-        if annotations.get("prometheus.io/path", "/metrics") not in self.management_paths:
+        if annotations.get("prometheus.io/path", "/metrics") not in management_paths:
             self.problem("probes", f"{self.name(workload)} prometheus.io/path {annotations.get('prometheus.io/path')!r} is not served")
 
     def check_management_closed(self, workload, ports, management):
@@ -410,16 +423,14 @@ class Checker:
 
     def check_memory(self):
         for w, c in self.api_containers():
-            env = {e.get("name"): e.get("value") for e in c.get("env") or []}
-            budget = int(env.get("REQUEST_MEMORY_MIB") or self.defaults["REQUEST_MEMORY_MIB"])
-            connections = int(env.get("MAX_CONNECTIONS") or self.defaults["MAX_CONNECTIONS"])
-            needed = budget + REST_MIB + -(-connections * CONNECTION_KIB // 1024) + MARGIN_MIB
+            memory = self.binary_config(c)["memory"]
             limit = mebibytes(((c.get("resources") or {}).get("limits") or {}).get("memory"))
-            if limit is None or limit < needed:
+            if limit is None or limit < memory["needed_mib"]:
                 self.problem(
                     "memory",
-                    f"{self.name(w)} memory limit {limit} MiB < REQUEST_MEMORY_MIB {budget} + {REST_MIB} at rest "
-                    f"+ {connections} connections x {CONNECTION_KIB} KiB + {MARGIN_MIB} margin = {needed} MiB",
+                    f"{self.name(w)} memory limit {limit} MiB < REQUEST_MEMORY_MIB {memory['request_memory_mib']} "
+                    f"+ {memory['at_rest_mib']:g} at rest + {memory['max_connections']} connections x "
+                    f"{memory['per_connection_kib']:g} KiB + {memory['margin_mib']:g} margin = {memory['needed_mib']:g} MiB",
                 )
 
     def check_pod_security(self):
@@ -539,13 +550,6 @@ RESTRICTED_VOLUMES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
 }
 
-# The service's memory beyond its request budget (README, "Memory"): the process at rest,
-# each open connection, and a margin; measured by tests/memory.rs.
-REST_MIB = 12
-CONNECTION_KIB = 4
-MARGIN_MIB = 8
-
-
 def mebibytes(quantity):
     """A Kubernetes memory quantity in MiB (None if absent)."""
     if quantity is None:
@@ -561,16 +565,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rendered", type=Path)
     parser.add_argument("--image", required=True)
-    parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--binary", type=Path, default=Path(__file__).resolve().parent.parent / "target/debug/mongo-api")
     args = parser.parse_args()
     documents = list(yaml.safe_load_all(args.rendered.read_text()))
-    checker = Checker(
-        documents,
-        args.image,
-        binary_routes(args.source),
-        binary_management_paths(args.source),
-        binary_default_ports(args.source),
-    )
+    checker = Checker(documents, args.image, Binary(args.binary))
     problems = checker.run()
     for p in problems:
         print(f"{args.rendered}: {p}")

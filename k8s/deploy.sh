@@ -12,8 +12,16 @@
 #                                  if it was installed, the operator and its CRDs
 #   deploy.sh url                  the service's URL (the NodePort), at once, on every driver
 #
-# Every kubectl call names the `minikube` context and every minikube call the `minikube`
-# profile, so whatever the current kubectl context is, nothing else is touched.
+# And, for a cluster that is not Minikube, only when named:
+#   deploy.sh remote CONTEXT OVERLAY IMAGE@DIGEST
+#                                  check what can be checked of the cluster of kubectl
+#                                  context CONTEXT, then apply OVERLAY with the API's image
+#                                  from a registry, by digest; nothing Minikube-only runs
+#   deploy.sh undeploy [CONTEXT]   as above, in that context (default: minikube)
+#
+# Every kubectl and helm call names its context (`minikube`, or the one given) and every
+# minikube call the `minikube` profile, so whatever the current kubectl context is,
+# nothing else is touched.
 # Needs minikube and kubectl (and the Docker that built the image); the replicaset
 # overlay also needs helm.
 #
@@ -163,23 +171,65 @@ load() {
     minikube image load "$1"
 }
 
-apply() {
-    local overlay=$1 image=$2 staging
-    # A kustomization of our own, outside k8s/, that sets the image this build was tagged
-    # with: the committed manifests keep their pinned tag.
-    staging="$ROOT/target/deploy/$overlay"
+# A kustomization of our own, outside k8s/, that sets the API's image (NAME:TAG or
+# NAME@sha256:DIGEST): the committed manifests keep their pinned tag. Prints its directory.
+stage() {
+    local overlay=$1 image=$2 staging reference
+    staging="$ROOT/target/deploy/$CONTEXT/$overlay"
     rm -rf "$staging"
     mkdir -p "$staging"
+    case "$image" in
+        *@sha256:*) reference="    newName: ${image%@*}
+    digest: ${image#*@}" ;;
+        *) reference="    newName: ${image%:*}
+    newTag: ${image##*:}" ;;
+    esac
     cat >"$staging/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $(echo "target/deploy/$overlay" | sed 's|[^/]*|..|g')/k8s/$overlay
+  - $(echo "target/deploy/$CONTEXT/$overlay" | sed 's|[^/]*|..|g')/k8s/$overlay
 images:
   - name: mongo-api
-    newName: ${image%%:*}
-    newTag: ${image##*:}
+$reference
 EOF
+    echo "$staging"
+}
+
+apply() {
+    local overlay=$1 image=$2
+    roll_out "$overlay" "$(stage "$overlay" "$image")"
+    echo "service: $(url)"
+}
+
+# Another cluster: what can be checked is checked, nothing Minikube-only runs, and the
+# image comes from a registry by digest, so that what runs is exactly what was pushed.
+remote() {
+    local overlay=$1 image=$2
+    [ "$CONTEXT" != minikube ] || fail "the minikube context is deployed with just deploy; remote is for other clusters"
+    case "$image" in
+        *@sha256:*) ;;
+        *) fail "give the image by digest (REGISTRY/mongo-api@sha256:..., as just push prints it), not $image" ;;
+    esac
+    command kubectl config get-contexts "$CONTEXT" >/dev/null 2>&1 || fail "no kubectl context $CONTEXT (kubectl config get-contexts lists them)"
+    check_version
+    check_secrets
+    echo "deploy: cannot check from here whether $CONTEXT's network plugin enforces NetworkPolicy; without it MongoDB is open to every pod of the cluster" >&2
+    roll_out "$overlay" "$(stage "$overlay" "$image")"
+    echo "service: NodePort $NODE_PORT on the nodes of $CONTEXT (kubectl --context $CONTEXT -n $NAMESPACE get service mongo-api)"
+}
+
+# The passwords must be real: the example file's placeholders would become MongoDB's.
+check_secrets() {
+    local file="$ROOT/k8s/base/secrets.env"
+    [ -f "$file" ] || fail "no $file: run just secrets (random passwords) or write it from secrets.env.example"
+    if grep -q "=replace-me" "$file"; then
+        fail "$file still holds the example's placeholder passwords; set real ones (just secrets writes random ones to a new file)"
+    fi
+}
+
+roll_out() {
+    local overlay=$1 staging=$2
     check_overlay "$overlay"
     if [ "$overlay" = overlays/replicaset ]; then
         operator
@@ -194,7 +244,6 @@ EOF
     fi
     kubectl annotate namespace "$NAMESPACE" "$OVERLAY_ANNOTATION=$overlay" --overwrite >/dev/null
     kubectl -n "$NAMESPACE" rollout status deployment/mongo-api --timeout=180s
-    echo "service: $(url)"
 }
 
 # The overlay deployed now, if any: as recorded on the namespace, else (a deployment made
@@ -289,7 +338,15 @@ case "$command" in
     node-arch) node_arch ;;
     load) load "$1" ;;
     apply) apply "$(overlay_path "$1")" "$2" ;;
-    undeploy) undeploy ;;
+    remote)
+        [ $# -eq 3 ] || fail "usage: deploy.sh remote CONTEXT OVERLAY IMAGE@DIGEST"
+        CONTEXT=$1
+        remote "$(overlay_path "$2")" "$3"
+        ;;
+    undeploy)
+        CONTEXT=${1:-$CONTEXT}
+        undeploy
+        ;;
     url) url ;;
-    *) fail "usage: deploy.sh cluster|node-arch|load|apply|undeploy|url" ;;
+    *) fail "usage: deploy.sh cluster|node-arch|load|apply|remote|undeploy|url" ;;
 esac

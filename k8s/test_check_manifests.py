@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from check_manifests import Checker, binary_default_ports, binary_management_paths, binary_routes
+from check_manifests import Binary, Checker
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "mongo-api:0.1.0"
@@ -32,8 +32,11 @@ def render(overlay):
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+BINARY = Binary(ROOT / "target/debug/mongo-api")
+
+
 def check(docs, image=IMAGE):
-    return Checker(docs, image, binary_routes(ROOT), binary_management_paths(ROOT), binary_default_ports(ROOT)).run()
+    return Checker(docs, image, BINARY).run()
 
 
 def one(docs, kind, name=None):
@@ -123,6 +126,17 @@ class BrokenCopies(Breaking):
 
     def test_container_port_not_what_the_binary_listens_on(self):
         self.broken(lambda d: api_container(d)["ports"][0].update({"containerPort": 8080}), "the binary listens on 5000")
+
+    def test_mongo_startup_probe_asking_localhost(self):
+        def change(docs):
+            mongo = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+            mongo["startupProbe"]["exec"]["command"] = ["mongosh", "--quiet", "--norc", "--eval", "db.adminCommand('ping').ok"]
+        self.broken(change, "startup probe asks localhost, not the pod's address")
+
+        def unbound(docs):
+            mongo = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+            mongo["env"] = [e for e in mongo["env"] if e["name"] != "POD_IP"]
+        self.broken(unbound, "startup probe asks $(POD_IP), not the pod's address")
 
     def test_memory_limit_below_the_budget_and_connections(self):
         self.broken(lambda d: api_container(d)["resources"]["limits"].update({"memory": "48Mi"}), "memory limit 48.0 MiB < REQUEST_MEMORY_MIB 48")

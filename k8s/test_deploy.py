@@ -86,6 +86,7 @@ STUB = textwrap.dedent(
       curl) [ "$(state reachable)" = 1 ] || exit 28 ;;
       kubectl)
         case "$args" in
+          *" config get-contexts "*) name=${args##* config get-contexts }; echo " $(state contexts) " | grep -q " ${name% } " ;;
           *" get --raw /version "*) printf '{\n  "major": "1",\n  "minor": "%s",\n  "gitVersion": "v1.%s.0"\n}\n' "$(state minor)" "$(state minor)" ;;
           *"capacity.cpu"*) state hostcpus ;;
           *"architecture"*) state arch ;;
@@ -156,6 +157,7 @@ class Deploy(unittest.TestCase):
         "legacy": "",
         "reachable": "1",
         "charts": deploy_script_value(r"OPERATOR_VERSION=(\S+)"),
+        "contexts": "minikube prod",
     }
 
     def setUp(self):
@@ -311,7 +313,7 @@ class Deploy(unittest.TestCase):
                 self.assert_only_minikube_touched(calls)
                 self.assertIn("service: http://127.0.0.1:30007", run.stdout)
                 self.assertIn(f"kubectl --context minikube annotate namespace mongo-api mongo-api/overlay={overlay} --overwrite", calls)
-                staged = ROOT / "target/deploy" / overlay
+                staged = ROOT / "target/deploy/minikube" / overlay
                 rendered = subprocess.run(
                     [REAL_KUBECTL, "kustomize", str(staged)], capture_output=True, text=True, check=True
                 ).stdout
@@ -356,6 +358,74 @@ class Deploy(unittest.TestCase):
             self.assertEqual(tag, f"0.1.0-{commit}-dirty-{digest}")
         else:
             self.assertEqual(tag, f"0.1.0-{commit}")
+
+    # ---- another cluster, named ----
+
+    DIGEST = "registry.example/team/mongo-api@sha256:" + "ab" * 32
+
+    def assert_only_context(self, calls, context):
+        self.assertFalse([c for c in calls if c.startswith("minikube ")], calls)
+        for call in calls:
+            if call.startswith("kubectl ") and " config get-contexts " not in f" {call} ":
+                self.assertTrue(call.startswith(f"kubectl --context {context} "), call)
+            if call.startswith("helm "):
+                self.assertTrue(call.startswith(f"helm --kube-context {context} "), call)
+
+    @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
+    def test_another_cluster_gets_the_image_by_digest_in_its_named_context_and_nothing_of_minikube(self):
+        with secrets_present():
+            real = (ROOT / "k8s/base/secrets.env").read_text()
+            if "replace-me" in real:
+                self.skipTest("k8s/base/secrets.env holds the example's placeholders")
+            for overlay in ("base", "replicaset"):
+                run, calls = self.deploy("remote", "prod", overlay, self.DIGEST)
+                self.assertEqual(run.returncode, 0, run.stderr)
+                self.assert_only_context(calls, "prod")
+                self.assertIn("cannot check from here whether prod's network plugin enforces NetworkPolicy", run.stderr)
+                self.assertEqual(len(run.stderr.strip().splitlines()), 1, run.stderr)
+                self.assertTrue([c for c in calls if "get --raw /version" in c], "the server version is checked")
+                applied = "\n".join(calls)
+                self.assertIn("newName: registry.example/team/mongo-api", applied)
+                self.assertIn("digest: sha256:" + "ab" * 32, applied)
+                self.assertIn("NodePort 30007 on the nodes of prod", run.stdout)
+                self.assertFalse([c for c in calls if " calico" in c or "metrics-server" in c or "image load" in c], calls)
+                self.cluster(namespace=0, deployed="")
+                self.log.write_text("")
+
+    def test_another_cluster_is_refused_an_image_by_tag_an_unknown_context_or_an_old_server(self):
+        run, calls = self.deploy("remote", "prod", "base", "registry.example/team/mongo-api:0.1.0")
+        self.assert_one_line(run)
+        self.assertIn("by digest", run.stderr)
+        run, _ = self.deploy("remote", "staging", "base", self.DIGEST)
+        self.assert_one_line(run)
+        self.assertIn("no kubectl context staging", run.stderr)
+        run, _ = self.deploy("remote", "minikube", "base", self.DIGEST)
+        self.assert_one_line(run)
+        run, calls = self.deploy("remote", "prod", "base", self.DIGEST, minor=29)
+        self.assert_one_line(run)
+        self.assertIn("1.30 or newer", run.stderr)
+        self.assertFalse([c for c in calls if " apply -k " in c], calls)
+
+    def test_another_cluster_is_refused_the_examples_placeholder_passwords(self):
+        secrets = ROOT / "k8s/base/secrets.env"
+        saved = secrets.read_text() if secrets.exists() else None
+        try:
+            secrets.write_text((ROOT / "k8s/base/secrets.env.example").read_text())
+            run, calls = self.deploy("remote", "prod", "base", self.DIGEST)
+            self.assert_one_line(run)
+            self.assertIn("placeholder passwords", run.stderr)
+            self.assertFalse([c for c in calls if " apply -k " in c], calls)
+        finally:
+            if saved is None:
+                secrets.unlink()
+            else:
+                secrets.write_text(saved)
+
+    def test_undeploy_in_a_named_context_touches_that_context_only(self):
+        run, calls = self.deploy("undeploy", "prod", operator=1)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assert_only_context(calls, "prod")
+        self.assertEqual(calls[-1], "kubectl --context prod delete namespace mongo-api --ignore-not-found")
 
     # ---- undeploying ----
 

@@ -75,6 +75,27 @@ fn listen(address: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// What a configuration means, as `--print-config` prints it: the ports it listens on,
+/// the paths each port serves, and the memory limit it needs (README, *Memory*).
+pub fn describe(settings: &Settings) -> serde_json::Value {
+    let http = &settings.http;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    serde_json::json!({
+        "ports": { "PORT": http.port, "MANAGEMENT_PORT": http.management_port },
+        "paths": { "api": crate::http::paths(Port::Api), "management": crate::http::paths(Port::Management) },
+        "memory": {
+            "needed_mib": mib(http.memory_needed()),
+            "request_memory_mib": http.request_memory_mib,
+            "max_connections": http.max_connections,
+            "at_rest_mib": mib(crate::settings::MEMORY_AT_REST),
+            "per_connection_kib": crate::settings::MEMORY_PER_CONNECTION as f64 / 1024.0,
+            "margin_mib": mib(crate::settings::MEMORY_MARGIN),
+        },
+        "io_threads": http.io_threads(),
+        "workers": http.workers,
+    })
+}
+
 /// Serves HTTP until `shutdown` triggers, then drains and returns.
 pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Result<(), AppError> {
     let http = &settings.http;

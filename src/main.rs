@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if settings.print_config {
+        println!("{:#}", app::describe(&settings));
+        return ExitCode::SUCCESS;
+    }
     let _logs = logging::init(settings.log_level);
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
     match rlimit::increase_nofile_limit(u64::MAX) {

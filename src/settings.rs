@@ -81,6 +81,11 @@ pub struct Settings {
     /// Log level: error, warn, info (one line per request) or debug
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: LevelFilter,
+
+    /// Print what this configuration means as JSON (ports, paths, the memory limit it
+    /// needs) and exit; `k8s/check_manifests.py` checks the manifests against it
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// How the service serves HTTP: listeners, connection limits, workers, memory.

@@ -82,8 +82,17 @@ const ROUTES: &[(&str, Route)] = &[
     ("/openapi.json", Route::OpenApi),
 ];
 
-/// The paths the management listener serves (`k8s/check_manifests.py` reads this list).
+/// The paths the management listener serves.
 const MANAGEMENT_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// The paths `port` serves (`--print-config` prints them for the manifest checks).
+pub fn paths(port: Port) -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter(|(path, _)| Route::on(port, path) != Route::Unknown)
+        .map(|(path, _)| *path)
+        .collect()
+}
 
 impl Route {
     fn of(path: &str) -> Route {

@@ -3,8 +3,6 @@
 //! under a write load, restarts under load, running out of file descriptors. Every loop is
 //! bounded in count and time; the figures printed (`--nocapture`) are the README's.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -14,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::http::{self, raw_status, read_response, read_until_close};
-use support::mongo::{skip_unless_managed, Mongo};
-use support::raise_fd_limit;
-use support::service::{mongo_env, start, Process, BINARY};
+use crate::support::http::{self, raw_status, read_response, read_until_close};
+use crate::support::mongo::{skip_unless_managed, Mongo};
+use crate::support::raise_fd_limit;
+use crate::support::service::{mongo_env, start, Process, BINARY};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
@@ -40,7 +38,7 @@ fn timed_requests(count: usize, mut request: impl FnMut() -> u16) -> Vec<Duratio
 #[test]
 fn slow_and_idle_clients_neither_slow_others_nor_stay() {
     raise_fd_limit();
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(&mongo, &mongo.fresh_db("slow"), &[]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
     std::thread::sleep(Duration::from_secs(6));
@@ -134,7 +132,7 @@ fn slow_and_idle_clients_neither_slow_others_nor_stay() {
 
 #[test]
 fn a_trickle_of_one_byte_per_second_is_cut_at_the_request_deadline() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("trickle"),
@@ -168,7 +166,7 @@ fn a_trickle_of_one_byte_per_second_is_cut_at_the_request_deadline() {
 
 #[test]
 fn huge_bodies_are_refused_fast_without_memory_or_workers() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(&mongo, &mongo.fresh_db("huge"), &[("WORKERS", "2")]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
     let done = AtomicBool::new(false);
@@ -233,7 +231,7 @@ fn huge_bodies_are_refused_fast_without_memory_or_workers() {
 
 #[test]
 fn hostile_json_gets_json_errors_and_never_a_panic() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("hostile");
     // Big enough to let large documents reach the parser; see the 413 cases below.
     let service = start(&mongo, &db, &[("MAX_BODY_BYTES", "4194304")]);
@@ -324,7 +322,7 @@ fn hostile_json_gets_json_errors_and_never_a_panic() {
 
 #[test]
 fn overload_is_answered_and_recovers() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("overload");
     mongo.preload(&db, 2000, 50);
     let service = start(
@@ -496,7 +494,7 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
             std::thread::sleep(Duration::from_millis(500));
         }
         mongo.restart();
-        support::wait_for(
+        crate::support::wait_for(
             "readiness after the restart",
             Duration::from_secs(30),
             || {
@@ -548,7 +546,7 @@ fn step_down_under_write_load(mongo: &Mongo, timeout_ms: u64, seconds: i32) -> W
         std::thread::sleep(Duration::from_secs(1));
         mongo.step_down(seconds);
         std::thread::sleep(Duration::from_secs(seconds as u64 + 2));
-        support::wait_for("writes after the election", Duration::from_secs(15), || {
+        crate::support::wait_for("writes after the election", Duration::from_secs(15), || {
             (http::post_json(&service.url("/data"), r#"{"key":"after"}"#).status == 201)
                 .then_some(())
         });
@@ -632,7 +630,7 @@ fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowl
         mongo.signal(Signal::SIGCONT);
         let resumed = Instant::now();
         let mut attempt = 0;
-        support::wait_for("writes after SIGCONT", Duration::from_secs(15), || {
+        crate::support::wait_for("writes after SIGCONT", Duration::from_secs(15), || {
             attempt += 1;
             let body = format!(r#"{{"key":"after-{attempt}"}}"#);
             (http::post_json(&service.url("/data"), &body).status == 201).then_some(())
@@ -684,7 +682,7 @@ fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowl
 /// the server took in was answered: the documents stored are exactly the ones
 /// acknowledged.
 fn restart_under_load(signal: Signal) {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("restart");
     let mut service = start(&mongo, &db, &[]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
@@ -758,7 +756,7 @@ fn restart_under_load(signal: Signal) {
 
 #[test]
 fn sigterm_answers_clients_that_open_a_connection_per_request() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let mut service = start(&mongo, &mongo.fresh_db("fresh"), &[]);
     let addr = service.addr;
     let (answered, unanswered) = (Mutex::new(0), Mutex::new(Vec::new()));
@@ -877,7 +875,7 @@ fn exhaust_descriptors(service: &Process) -> Vec<TcpStream> {
 
 #[test]
 fn running_out_of_file_descriptors_is_survived() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("fds");
     let service = start_with_fd_limit(&mongo, &db, 64, &[]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
@@ -886,7 +884,7 @@ fn running_out_of_file_descriptors_is_survived() {
     std::thread::sleep(Duration::from_secs(2));
     drop(held);
     let started = Instant::now();
-    support::wait_for(
+    crate::support::wait_for(
         "service after descriptors are freed",
         Duration::from_secs(10),
         || (http::get(&service.url("/readyz")).status == 200).then_some(()),
@@ -903,7 +901,7 @@ fn running_out_of_file_descriptors_is_survived() {
 
 #[test]
 fn a_server_that_cannot_accept_for_long_exits_non_zero() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("fatal");
     let mut service = start_with_fd_limit(&mongo, &db, 64, &[("ACCEPT_FAILURE_LIMIT_SECS", "2")]);
     assert_eq!(http::get(&service.url("/healthz")).status, 200);

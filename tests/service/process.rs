@@ -1,16 +1,14 @@
 //! The real binary as a process: configuration, logs, signals, memory.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
 use nix::sys::signal::Signal;
-use support::http::{self, raw_status, read_until_close};
-use support::mongo::Mongo;
-use support::service::{mongo_env, run_binary, Process};
+use crate::support::http::{self, raw_status, read_until_close};
+use crate::support::mongo::Mongo;
+use crate::support::service::{mongo_env, run_binary, Process};
 
 const VARIABLES: &[(&str, &str)] = &[
     ("BIND_ADDR", "0.0.0.0"),
@@ -97,7 +95,7 @@ fn bad_configuration_exits_non_zero_with_one_clear_line() {
 /// Sends complete requests on many connections, signals, and checks that every one of
 /// them is answered in full and that the process exits 0 within the grace period.
 fn requests_in_flight_are_answered(signal: Signal) {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("drain");
     mongo.preload(&db, 5000, 100);
     let mut env = mongo_env(&mongo, &db);
@@ -183,7 +181,7 @@ fn sigint_answers_every_request_in_flight_then_exits_zero() {
 
 #[test]
 fn idle_shutdown_is_prompt() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let mut service = Process::start(&mongo_env(&mongo, &mongo.fresh_db("idle")));
     // Idle keep-alive connections (each answered once) must not hold the exit back until
     // they time out.
@@ -216,7 +214,7 @@ fn idle_shutdown_is_prompt() {
 
 #[test]
 fn a_connection_that_has_not_sent_its_request_yet_gets_a_moment_at_shutdown() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let mut service = Process::start(&mongo_env(&mongo, &mongo.fresh_db("fresh")));
     // Connected, request not sent yet (as a client whose request is still in flight).
     let mut late = TcpStream::connect(service.addr).unwrap();
@@ -244,7 +242,7 @@ fn a_connection_that_has_not_sent_its_request_yet_gets_a_moment_at_shutdown() {
 
 #[test]
 fn large_collection_is_streamed_in_bounded_memory() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("large");
     let collection = mongo.database(&db).collection::<Document>("data");
     for batch in 0..20 {
@@ -301,7 +299,7 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
 
 #[test]
 fn logs_are_json_lines_with_the_request_fields() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let mut service = Process::start(&mongo_env(&mongo, &mongo.fresh_db("logs")));
     let reply = http::agent()
         .get(&service.url("/data?limit=1"))
@@ -345,7 +343,7 @@ fn logs_are_json_lines_with_the_request_fields() {
 
 #[test]
 fn the_password_never_appears_in_logs_errors_or_metrics() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("secrets");
     let password = "Pa55-Marker-7f3e9a";
     mongo.create_user("leaky", password, &db);
@@ -405,7 +403,7 @@ fn a_server_error_inside_a_listing_cuts_the_connection() {
     // The listing is streamed, so a failure after the first byte cannot change the status;
     // the response must then be visibly incomplete rather than a well-formed short array.
     let mut mongo = Mongo::start();
-    if support::mongo::skip_unless_managed(
+    if crate::support::mongo::skip_unless_managed(
         &mongo,
         "a_server_error_inside_a_listing_cuts_the_connection",
     ) {

@@ -1,22 +1,20 @@
 //! Memory stays inside the Deployment's limit under the worst valid inputs, measured as
-//! the pod's memory cgroup counts it (user and kernel memory: `support::pod`), for the
+//! the pod's memory cgroup counts it (user and kernel memory: `crate::support::pod`), for the
 //! static release binary started with the Deployment's own settings inside a cgroup with
 //! the Deployment's memory limit: bodies that grow most when converted, as many as there
 //! are workers; `MAX_CONNECTIONS` uploads stalled just before their end; many clients
 //! listing documents of several MiB each. What does not fit in `REQUEST_MEMORY_MIB`
 //! waits, then gets 503 with `Retry-After`; nothing is killed.
 
-mod support;
-
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
-use support::http::{self, raw_status};
-use support::mongo::Mongo;
-use support::pod::{self, Pod};
-use support::service::mongo_env;
+use crate::support::http::{self, raw_status};
+use crate::support::mongo::Mongo;
+use crate::support::pod::{self, Pod};
+use crate::support::service::mongo_env;
 
 /// The release binary in the Deployment's limits, with its settings, connected to `db`.
 fn start(mongo: &Mongo, db: &str) -> Pod {
@@ -52,7 +50,7 @@ fn max_connections() -> usize {
 
 #[test]
 fn as_many_array_bodies_as_workers_stay_inside_the_limit() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("arrays");
     let mut pod = start(&mongo, &db);
     let service = &pod.service;
@@ -99,7 +97,7 @@ const STALLED_UPLOADS: usize = 600;
 
 #[test]
 fn stalled_almost_complete_uploads_stay_inside_the_limit() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("stalled");
     let mut pod = start(&mongo, &db);
     let service = &pod.service;
@@ -168,7 +166,7 @@ fn stalled_almost_complete_uploads_stay_inside_the_limit() {
 
 #[test]
 fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("big");
     // Written by another MongoDB client: 12 documents of 4 MiB each.
     let collection = mongo.database(&db).collection::<Document>("data");
@@ -215,7 +213,7 @@ fn list(addr: std::net::SocketAddr) -> (u16, usize) {
         .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut reader = std::io::BufReader::new(stream);
-    let Some(response) = support::http::read_response(&mut reader) else {
+    let Some(response) = crate::support::http::read_response(&mut reader) else {
         return (0, 0);
     };
     let mut rest = Vec::new();
@@ -262,16 +260,16 @@ fn get_root(reader: &mut BufReader<TcpStream>) -> Option<u16> {
         .get_mut()
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .ok()?;
-    support::http::read_response(reader).map(|r| r.status)
+    crate::support::http::read_response(reader).map(|r| r.status)
 }
 
 #[test]
 fn ten_thousand_idle_keep_alive_connections_fit_in_the_pod_and_are_all_answered() {
-    support::raise_fd_limit();
+    crate::support::raise_fd_limit();
     const CLIENTS: usize = 10_000;
     let max = max_connections();
     assert!(max >= CLIENTS, "the Deployment holds {max} connections");
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("capacity");
     let mut env = mongo_env(&mongo, &db);
     // Long enough for all of them to be asked twice.

@@ -46,7 +46,6 @@ pub fn login_settings(mongo: &Mongo, db: &str, user: &str, password: &str) -> Se
 /// The service running in this process on 127.0.0.1:0.
 pub struct App {
     pub addr: SocketAddr,
-    pub management: SocketAddr,
     shutdown: Shutdown,
     thread: Option<JoinHandle<Result<(), AppError>>>,
 }
@@ -62,7 +61,6 @@ impl App {
     pub fn start_with(settings: Settings) -> App {
         let listeners = Listeners::local().expect("bind");
         let addr = listeners.api.local_addr().expect("address");
-        let management = listeners.management.local_addr().expect("address");
         let shutdown = Shutdown::new();
         let thread = {
             let shutdown = shutdown.clone();
@@ -70,7 +68,6 @@ impl App {
         };
         App {
             addr,
-            management,
             shutdown,
             thread: Some(thread),
         }
@@ -78,16 +75,6 @@ impl App {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
-    }
-
-    /// Stops the service and returns what `run` returned.
-    pub fn stop(mut self) -> Result<(), AppError> {
-        self.shutdown.trigger();
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("app thread panicked")
     }
 }
 

@@ -24,17 +24,11 @@ use super::service::Process;
 pub struct Deployment {
     /// `resources.limits.memory`, in bytes.
     pub memory_limit: u64,
-    /// `resources.limits.cpu`, in millicores.
-    pub cpu_limit_millis: u64,
     /// The plain `env` values (`name`, `value`), in order.
     pub env: Vec<(String, String)>,
 }
 
 impl Deployment {
-    pub fn memory_limit_mib(&self) -> u64 {
-        self.memory_limit / (1024 * 1024)
-    }
-
     /// A plain environment value the Deployment sets.
     pub fn var(&self, name: &str) -> Option<&str> {
         self.env
@@ -106,7 +100,6 @@ fn render_deployment() -> Deployment {
         .collect();
     Deployment {
         memory_limit: quantity_bytes(limits["memory"].as_str().expect("a memory limit")),
-        cpu_limit_millis: quantity_millis(&limits["cpu"]),
         env,
     }
 }
@@ -128,31 +121,14 @@ fn quantity_bytes(text: &str) -> u64 {
     number.parse::<u64>().expect("a whole memory quantity") * unit
 }
 
-/// A Kubernetes CPU quantity (`"1"`, `500m`, `1.5`) in millicores.
-fn quantity_millis(value: &serde_json::Value) -> u64 {
-    if let Some(n) = value.as_f64() {
-        return (n * 1000.0) as u64;
-    }
-    let text = value.as_str().expect("a CPU limit");
-    match text.strip_suffix('m') {
-        Some(millis) => millis.parse().expect("millicores"),
-        None => (text.parse::<f64>().expect("cores") * 1000.0) as u64,
-    }
-}
-
 /// A memory cgroup of its own for one process, removed when dropped.
 pub struct Cgroup {
     kind: Kind,
 }
 
 enum Kind {
-    V1 {
-        memory: PathBuf,
-        cpu: Option<PathBuf>,
-    },
-    V2 {
-        dir: PathBuf,
-    },
+    V1 { dir: PathBuf },
+    V2 { dir: PathBuf },
 }
 
 /// What the cgroup counted, next to what the process itself reports.
@@ -231,12 +207,11 @@ fn unique_name(name: &str) -> String {
 }
 
 impl Cgroup {
-    /// A new group with `memory_limit` bytes and, if given, a CPU quota of `cpu_millis`
-    /// millicores; `None`, with one line on stderr, where none can be made here.
-    pub fn new(name: &str, memory_limit: u64, cpu_millis: Option<u64>) -> Option<Cgroup> {
+    /// A new group with `memory_limit` bytes; `None`, with one line on stderr, where none
+    /// can be made here.
+    pub fn new(name: &str, memory_limit: u64) -> Option<Cgroup> {
         let name = unique_name(name);
-        let made = Cgroup::v1(&name, memory_limit, cpu_millis)
-            .or_else(|| Cgroup::v2(&name, memory_limit, cpu_millis));
+        let made = Cgroup::v1(&name, memory_limit).or_else(|| Cgroup::v2(&name, memory_limit));
         if made.is_none() {
             eprintln!(
                 "cgroup figures SKIPPED: no memory cgroup can be created here (needs root or a \
@@ -246,18 +221,15 @@ impl Cgroup {
         made
     }
 
-    fn v1(name: &str, memory_limit: u64, cpu_millis: Option<u64>) -> Option<Cgroup> {
+    fn v1(name: &str, memory_limit: u64) -> Option<Cgroup> {
         let mount = mount_point(Some("memory"))?;
         let dir = mount
             .join(own_path("memory")?.trim_start_matches('/'))
             .join(name);
         fs::create_dir(&dir).ok()?;
         // From here on, the group exists: dropping it removes it, whatever fails next.
-        let mut group = Cgroup {
-            kind: Kind::V1 {
-                memory: dir.clone(),
-                cpu: None,
-            },
+        let group = Cgroup {
+            kind: Kind::V1 { dir: dir.clone() },
         };
         fs::write(dir.join("memory.limit_in_bytes"), memory_limit.to_string()).ok()?;
         // No swap to hide an overrun in (where swap accounting exists at all).
@@ -265,32 +237,16 @@ impl Cgroup {
             dir.join("memory.memsw.limit_in_bytes"),
             memory_limit.to_string(),
         );
-        if let Some(millis) = cpu_millis {
-            let cpu_dir = mount_point(Some("cpu"))?
-                .join(own_path("cpu")?.trim_start_matches('/'))
-                .join(name);
-            fs::create_dir(&cpu_dir).ok()?;
-            if let Kind::V1 { cpu, .. } = &mut group.kind {
-                *cpu = Some(cpu_dir.clone());
-            }
-            fs::write(cpu_dir.join("cpu.cfs_period_us"), "100000").ok()?;
-            fs::write(cpu_dir.join("cpu.cfs_quota_us"), (millis * 100).to_string()).ok()?;
-        }
         Some(group)
     }
 
-    fn v2(name: &str, memory_limit: u64, cpu_millis: Option<u64>) -> Option<Cgroup> {
+    fn v2(name: &str, memory_limit: u64) -> Option<Cgroup> {
         let mount = mount_point(None)?;
         let own = mount.join(own_path("")?.trim_start_matches('/'));
         // Under our own group if it may have children with controllers (it holds no
         // process, or it is the root), else beside it: v2 keeps processes in leaves only.
         for parent in [own.clone(), own.parent()?.to_path_buf()] {
-            let wanted = if cpu_millis.is_some() {
-                "+memory +cpu"
-            } else {
-                "+memory"
-            };
-            let _ = fs::write(parent.join("cgroup.subtree_control"), wanted);
+            let _ = fs::write(parent.join("cgroup.subtree_control"), "+memory");
             let dir = parent.join(name);
             if fs::create_dir(&dir).is_err() {
                 continue;
@@ -306,11 +262,6 @@ impl Cgroup {
                 continue;
             }
             let _ = fs::write(dir.join("memory.swap.max"), "0");
-            if let Some(millis) = cpu_millis {
-                if fs::write(dir.join("cpu.max"), format!("{} 100000", millis * 100)).is_err() {
-                    continue;
-                }
-            }
             return Some(group);
         }
         None
@@ -318,36 +269,25 @@ impl Cgroup {
 
     fn memory_dir(&self) -> &Path {
         match &self.kind {
-            Kind::V1 { memory, .. } => memory,
-            Kind::V2 { dir } => dir,
+            Kind::V1 { dir } | Kind::V2 { dir } => dir,
         }
     }
 
-    /// Makes `command`'s process join this group (and the CPU one) before it runs the
-    /// program, so every page it ever touches is counted.
+    /// Makes `command`'s process join this group before it runs the program, so every
+    /// page it ever touches is counted.
     pub fn enter_on_spawn(&self, command: &mut Command) {
-        let mut files: Vec<File> = vec![self.procs_file(self.memory_dir())];
-        if let Kind::V1 { cpu: Some(cpu), .. } = &self.kind {
-            files.push(self.procs_file(cpu));
-        }
-        // SAFETY: between fork and exec only `write(2)` runs, on descriptors opened
+        let procs: File = fs::OpenOptions::new()
+            .write(true)
+            .open(self.memory_dir().join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        // SAFETY: between fork and exec only `write(2)` runs, on a descriptor opened
         // before the fork: no allocation, no lock.
         unsafe {
             command.pre_exec(move || {
-                for file in &files {
-                    // "0" is the writing process itself, in v1 and v2 alike.
-                    std::io::Write::write_all(&mut &*file, b"0")?;
-                }
-                Ok(())
+                // "0" is the writing process itself, in v1 and v2 alike.
+                std::io::Write::write_all(&mut &procs, b"0")
             });
         }
-    }
-
-    fn procs_file(&self, dir: &Path) -> File {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .expect("open cgroup.procs")
     }
 
     fn read_number(&self, file: &str) -> u64 {
@@ -373,16 +313,6 @@ impl Cgroup {
         }
     }
 
-    /// Starts counting the peak afresh from the usage now (v1 resets on writing 0; v2
-    /// on writing anything, since Linux 6.12).
-    pub fn reset_peak(&self) {
-        let file = match self.kind {
-            Kind::V1 { .. } => "memory.max_usage_in_bytes",
-            Kind::V2 { .. } => "memory.peak",
-        };
-        let _ = fs::write(self.memory_dir().join(file), "0");
-    }
-
     /// How many times the kernel OOM-killed a process of this group.
     pub fn oom_kills(&self) -> u64 {
         let file = match self.kind {
@@ -399,19 +329,12 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let dirs: Vec<PathBuf> = match &self.kind {
-            Kind::V1 { memory, cpu } => {
-                std::iter::once(memory.clone()).chain(cpu.clone()).collect()
-            }
-            Kind::V2 { dir } => vec![dir.clone()],
-        };
+        let dir = self.memory_dir();
         // The process was stopped by its PID before this; its exit can take a moment to
         // release the group.
         let deadline = Instant::now() + Duration::from_secs(5);
-        for dir in dirs {
-            while fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        while fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -428,24 +351,8 @@ pub struct Pod {
 impl Pod {
     /// With the Deployment's memory limit.
     pub fn start(name: &str, env: &[(&str, String)]) -> Pod {
-        Pod::start_limited(name, env, deployment().memory_limit, None)
-    }
-
-    /// With the Deployment's memory limit and its CPU limit as a CFS quota, for claims
-    /// that depend on how much CPU the pod gets.
-    pub fn start_with_cpu_limit(name: &str, env: &[(&str, String)]) -> Pod {
-        let cpu = Some(deployment().cpu_limit_millis);
-        Pod::start_limited(name, env, deployment().memory_limit, cpu)
-    }
-
-    /// With another memory limit (and optionally a CPU quota).
-    pub fn start_limited(
-        name: &str,
-        env: &[(&str, String)],
-        memory_limit: u64,
-        cpu_millis: Option<u64>,
-    ) -> Pod {
-        let cgroup = Cgroup::new(name, memory_limit, cpu_millis);
+        let memory_limit = deployment().memory_limit;
+        let cgroup = Cgroup::new(name, memory_limit);
         let mut command = Process::command(&release::binary(), &pod_env(env));
         if let Some(cgroup) = &cgroup {
             cgroup.enter_on_spawn(&mut command);
@@ -460,18 +367,10 @@ impl Pod {
     /// Runs the release binary to its end in such a group (for configurations it refuses
     /// at start); `None` where no group can be made.
     pub fn run_to_exit(env: &[(&str, String)], memory_limit: u64) -> Option<std::process::Output> {
-        let cgroup = Cgroup::new("exit", memory_limit, None)?;
+        let cgroup = Cgroup::new("exit", memory_limit)?;
         let mut command = Process::command(&release::binary(), &pod_env(env));
         cgroup.enter_on_spawn(&mut command);
         Some(command.output().expect("run the release binary"))
-    }
-
-    pub fn has_cgroup(&self) -> bool {
-        self.cgroup.is_some()
-    }
-
-    pub fn memory_limit(&self) -> u64 {
-        self.memory_limit
     }
 
     /// What the cgroup counted so far, and `VmHWM` (0 once the process is gone).
@@ -481,13 +380,6 @@ impl Pod {
             cgroup_now: self.cgroup.as_ref().map(Cgroup::usage),
             oom_kills: self.cgroup.as_ref().map_or(0, Cgroup::oom_kills),
             vm_hwm: self.service.try_peak_rss_kib().unwrap_or(0) * 1024,
-        }
-    }
-
-    /// Counts the peak afresh from now (a measurement of one phase).
-    pub fn reset_peak(&self) {
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.reset_peak();
         }
     }
 
@@ -537,8 +429,5 @@ mod tests {
         assert_eq!(quantity_bytes("1Gi"), 1 << 30);
         assert_eq!(quantity_bytes("100M"), 100_000_000);
         assert_eq!(quantity_bytes("4096"), 4096);
-        assert_eq!(quantity_millis(&serde_json::json!("1")), 1000);
-        assert_eq!(quantity_millis(&serde_json::json!("250m")), 250);
-        assert_eq!(quantity_millis(&serde_json::json!(2)), 2000);
     }
 }

@@ -1,20 +1,18 @@
 //! The HTTP contract, tested against the service started through `app::run` and a real
 //! MongoDB-speaking server with authentication on.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Bson};
-use support::http::{self, raw_exchange, raw_status};
-use support::mongo::{skip_unless_managed, Mongo};
-use support::service::{login_settings, App};
-use support::wait_for;
+use crate::support::http::{self, raw_exchange, raw_status};
+use crate::support::mongo::{skip_unless_managed, Mongo};
+use crate::support::service::{login_settings, App};
+use crate::support::wait_for;
 
 #[test]
 fn root_greets_with_the_local_time_like_python() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let app = App::start(&mongo, &mongo.fresh_db("root"), |_| {});
     let reply = http::get(&app.url("/"));
     assert_eq!(reply.status, 200);
@@ -42,7 +40,7 @@ fn root_greets_with_the_local_time_like_python() {
 
 #[test]
 fn documents_round_trip_with_their_types_and_order() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("roundtrip");
     let app = App::start(&mongo, &db, |_| {});
     assert_eq!(http::get(&app.url("/data")).body, "[]");
@@ -82,7 +80,7 @@ fn documents_round_trip_with_their_types_and_order() {
 
 #[test]
 fn client_ids_are_kept_and_duplicates_conflict() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("ids");
     let app = App::start(&mongo, &db, |_| {});
     for body in [
@@ -122,7 +120,7 @@ fn client_ids_are_kept_and_duplicates_conflict() {
 
 #[test]
 fn bad_requests_get_clear_json_errors_and_store_nothing() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("bad");
     let app = App::start(&mongo, &db, |_| {});
     let url = app.url("/data");
@@ -209,7 +207,7 @@ fn bad_requests_get_clear_json_errors_and_store_nothing() {
 
 #[test]
 fn bodies_over_the_limit_get_413_without_being_read() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("limit");
     let app = App::start(&mongo, &db, |s| s.http.max_body_bytes = 1024);
 
@@ -256,7 +254,7 @@ fn bodies_over_the_limit_get_413_without_being_read() {
 
 #[test]
 fn unknown_paths_and_methods_get_json_errors() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("routes");
     let app = App::start(&mongo, &db, |_| {});
     for path in ["/nope", "/data/", "/DATA", "/data/1", "//data"] {
@@ -387,7 +385,7 @@ fn unknown_paths_and_methods_get_json_errors() {
 
 #[test]
 fn paging_visits_every_document_once_across_id_types() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("paging");
     let app = App::start(&mongo, &db, |s| s.http.page_limit_max = 10);
     let mut posted = 0;
@@ -494,7 +492,7 @@ fn walk(app: &App, first: &str) -> (Vec<serde_json::Value>, usize) {
 
 #[test]
 fn long_ids_can_be_paged_past_and_longer_ones_are_refused() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("longid");
     let app = App::start(&mongo, &db, |_| {});
     // The longest string _id stored: 1,024 bytes as a BSON value (length, text, NUL).
@@ -525,7 +523,7 @@ fn long_ids_can_be_paged_past_and_longer_ones_are_refused() {
 
 #[test]
 fn concurrent_posts_are_each_stored_exactly_once() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("concurrent");
     let app = App::start(&mongo, &db, |_| {});
     let url = app.url("/data");
@@ -561,7 +559,7 @@ fn concurrent_posts_are_each_stored_exactly_once() {
 fn concurrent_writes_each_get_their_own_answer() {
     // Concurrent inserts are written to MongoDB together; a conflict or a refused
     // document must still be answered to its own request only.
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("batches");
     let app = App::start(&mongo, &db, |_| {});
     let url = app.url("/data");
@@ -619,7 +617,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[test]
 fn special_characters_in_the_password_work() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("password");
     let password = "p@ss:w/rd%40?#[]&=+ é";
     mongo.create_user("app-user", password, &db);
@@ -635,7 +633,7 @@ fn special_characters_in_the_password_work() {
 
 #[test]
 fn wrong_password_gives_503_within_the_timeout() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("wrongpw");
     let (user, _) = mongo.root_credentials();
     let mut settings = login_settings(&mongo, &db, &user, "not-the-password");
@@ -712,7 +710,7 @@ fn mongodb_outage_gives_503_then_recovers_without_losing_writes() {
 
 #[test]
 fn metrics_count_requests_by_route_and_status() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let app = App::start(&mongo, &mongo.fresh_db("metrics"), |_| {});
     for _ in 0..3 {
         http::post_json(&app.url("/data"), r#"{"a":1}"#);

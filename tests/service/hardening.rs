@@ -4,19 +4,17 @@
 //! slow connections at the limit keeps out neither probes nor prompt clients; framing
 //! that could smuggle a request is refused. (Huge bodies: `tests/reliability.rs`.)
 
-mod support;
-
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::http::{self, raw_exchange, raw_status, read_response, read_until_close};
-use support::mongo::Mongo;
-use support::pod::Pod;
-use support::service::{mongo_env, start, Process};
-use support::wait_for;
+use crate::support::http::{self, raw_exchange, raw_status, read_response, read_until_close};
+use crate::support::mongo::Mongo;
+use crate::support::pod::Pod;
+use crate::support::service::{mongo_env, start, Process};
+use crate::support::wait_for;
 
 /// Reads until the server closes; returns what it sent and when it closed.
 fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
@@ -27,7 +25,7 @@ fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
 
 #[test]
 fn idle_and_silent_connections_are_closed_after_the_keep_alive_timeout() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("idle"),
@@ -58,7 +56,7 @@ fn idle_and_silent_connections_are_closed_after_the_keep_alive_timeout() {
 
 #[test]
 fn stalled_and_trickling_requests_get_408_at_the_request_deadline() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("stall"),
@@ -116,7 +114,7 @@ fn stalled_and_trickling_requests_get_408_at_the_request_deadline() {
 
 #[test]
 fn slow_uploads_and_idle_connections_do_not_hold_workers() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("workers"),
@@ -156,7 +154,7 @@ fn slow_uploads_and_idle_connections_do_not_hold_workers() {
 
 #[test]
 fn connections_cost_no_thread() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(&mongo, &mongo.fresh_db("threads"), &[]);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
     let resting = service.threads();
@@ -219,7 +217,7 @@ fn assert_probes_answer_promptly(service: &Process, rounds: usize) -> Duration {
 
 #[test]
 fn clients_that_never_read_pin_neither_workers_nor_probes() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("noread"),
@@ -255,7 +253,7 @@ fn clients_that_never_read_pin_neither_workers_nor_probes() {
 
 #[test]
 fn a_flood_of_trickling_connections_starves_neither_probes_nor_prompt_clients() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("flood"),
@@ -301,7 +299,7 @@ fn a_flood_of_trickling_connections_starves_neither_probes_nor_prompt_clients() 
 
 #[test]
 fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answered() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let service = start(
         &mongo,
         &mongo.fresh_db("maxconn"),
@@ -363,7 +361,7 @@ fn connections_beyond_the_limit_evict_a_waiting_one_or_get_503_when_all_are_answ
 
 #[test]
 fn framing_that_could_smuggle_a_request_is_refused_and_the_connection_closed() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("smuggle");
     let mut env = mongo_env(&mongo, &db);
     env.push(("LOG_LEVEL", "info".into()));
@@ -419,7 +417,7 @@ fn framing_that_could_smuggle_a_request_is_refused_and_the_connection_closed() {
 
 #[test]
 fn a_listing_nobody_reads_holds_no_worker_and_is_cut_once_it_takes_nothing() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("stall");
     mongo.preload(&db, 5_000, 1_000);
     let mut env = mongo_env(&mongo, &db);
@@ -507,7 +505,7 @@ fn slow_listing(addr: SocketAddr, chunk: usize, pause: Duration) -> (u16, usize)
 
 #[test]
 fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("slowreaders");
     // About 10 MB of JSON.
     mongo.preload(&db, 60_000, 120);
@@ -547,7 +545,7 @@ fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
 
 #[test]
 fn a_steady_slow_reader_gets_a_listing_that_outlasts_the_response_timeout() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("steadyreader");
     mongo.preload(&db, 6_000, 100);
     let mut env = mongo_env(&mongo, &db);
@@ -569,7 +567,7 @@ fn a_steady_slow_reader_gets_a_listing_that_outlasts_the_response_timeout() {
 #[test]
 fn head_of_the_whole_collection_reads_nothing_from_mongodb() {
     let mongo = Mongo::start();
-    if support::mongo::skip_unless_managed(
+    if crate::support::mongo::skip_unless_managed(
         &mongo,
         "head_of_the_whole_collection_reads_nothing_from_mongodb",
     ) {
@@ -606,7 +604,7 @@ fn head_of_the_whole_collection_reads_nothing_from_mongodb() {
 
 #[test]
 fn a_listing_lists_what_existed_when_it_began_exactly_once_under_concurrent_inserts() {
-    let mongo = Mongo::start();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("snapshot");
     mongo.preload(&db, 5_000, 200);
     let service = Process::start(&mongo_env(&mongo, &db));
@@ -724,8 +722,8 @@ fn partial_head_flood(
 }
 
 fn upload_during_flood(max_connections: Option<&str>) {
-    support::raise_fd_limit();
-    let mongo = Mongo::start();
+    crate::support::raise_fd_limit();
+    let mongo = Mongo::shared();
     let db = mongo.fresh_db("upload");
     let mut env = mongo_env(&mongo, &db);
     if let Some(max) = max_connections {

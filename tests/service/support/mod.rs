@@ -2,7 +2,6 @@
 //! authentication on, the service started in-process through `app::run` or as the real
 //! binary, and a plain HTTP client. Every process started here is stopped by its PID when
 //! its guard drops, whether the test passed or panicked.
-#![allow(dead_code)]
 
 pub mod http;
 pub mod mongo;

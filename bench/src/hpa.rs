@@ -28,6 +28,10 @@ pub struct HpaArgs {
     /// How many times the HPA's target the load asks of the minimum replicas
     #[arg(long, default_value_t = 3.0)]
     over_target: f64,
+    /// Each load connection is closed and opened again after this many requests, so new
+    /// pods get their share (kube-proxy balances connections, not requests)
+    #[arg(long, default_value_t = 50)]
+    reconnect_every: u64,
     /// Minutes of load
     #[arg(long, default_value_t = 5.0)]
     minutes: f64,
@@ -171,7 +175,7 @@ pub fn run(args: &HpaArgs) -> Result<(), String> {
                 warmup: Duration::ZERO,
                 rate: Some(rate),
             };
-            let report = load::run(&Http::new(base), &spec);
+            let report = load::run(&Http::reconnecting(base, args.reconnect_every), &spec);
             stop.store(true, Ordering::Release);
             report
         });
@@ -190,6 +194,66 @@ pub fn run(args: &HpaArgs) -> Result<(), String> {
     std::fs::write(&svg, to_svg(&samples, status.target_percent)).map_err(|e| e.to_string())?;
     println!("timeline: {} and {}", csv.display(), svg.display());
     Ok(())
+}
+
+/// `GET /data` requests each pod of the Deployment has answered since it started, from
+/// its `/metrics` through the API server's pod proxy (the management port is open only
+/// to the node, and on Minikube the API server runs there).
+fn per_pod_requests(args: &HpaArgs) -> Result<Vec<(String, u64)>, String> {
+    let kubectl = |extra: &[&str]| -> Result<String, String> {
+        let output = Command::new(&args.kubectl)
+            .args(["--context", &args.context])
+            .args(extra)
+            .output()
+            .map_err(|e| format!("{}: {e}", args.kubectl))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    // The pod proxy takes a port number, not a port's name.
+    let pods = kubectl(&[
+        "-n",
+        &args.namespace,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=mongo-api",
+        "--field-selector=status.phase=Running",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.spec.containers[0].ports[?(@.name=="management")].containerPort}{"\n"}{end}"#,
+    ])?;
+    pods.lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(pod, port)| {
+            let path = format!(
+                "/api/v1/namespaces/{}/pods/{pod}:{port}/proxy/metrics",
+                args.namespace
+            );
+            let metrics = kubectl(&["get", "--raw", &path])?;
+            Ok((pod.to_owned(), list_requests(&metrics)))
+        })
+        .collect()
+}
+
+/// The `GET /data` requests a service's `/metrics` text counts, over every status.
+pub fn list_requests(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("http_requests_total{"))
+        .filter(|line| line.contains(r#"method="GET""#) && line.contains(r#"route="/data""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .sum()
+}
+
+fn print_per_pod(counts: &[(String, u64)]) {
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    println!("GET /data answered by each pod, as the load ends (since the pod started):");
+    for (pod, n) in counts {
+        let share = *n as f64 * 100.0 / total.max(1) as f64;
+        println!("  {pod:<40} {n:>9}  {share:>5.1}%");
+    }
 }
 
 fn load_documents(base: &str, count: u64) -> Result<(), String> {
@@ -262,6 +326,13 @@ fn watch(
         );
         samples.push(sample);
         if !loading {
+            if load_ended.is_none() {
+                // Before the scale-down removes the pods that shared the load.
+                match per_pod_requests(args) {
+                    Ok(counts) => print_per_pod(&counts),
+                    Err(e) => println!("per-pod request counts unavailable: {e}"),
+                }
+            }
             let ended = *load_ended.get_or_insert_with(Instant::now);
             let scaled_up = samples.iter().any(|s| s.replicas > status.min);
             if status.replicas <= status.min && status.desired <= status.min {
@@ -439,6 +510,21 @@ mod tests {
         let r = rate(2, 70, 100.0, 0.26, 1.0);
         assert!((r - 538.5).abs() < 0.1, "{r}");
         assert!((rate(2, 70, 100.0, 0.26, 3.0) - 3.0 * r).abs() < 1e-9);
+    }
+
+    #[test]
+    fn counts_the_list_requests_a_pod_reports() {
+        // What the service itself renders, not a copy of its format.
+        let metrics = mongo_api::metrics::Metrics::new();
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            metrics.observe("/data", "GET", 200, ms);
+        }
+        metrics.observe("/data", "GET", 503, ms);
+        metrics.observe("/data", "POST", 201, ms);
+        metrics.observe("/", "GET", 200, ms);
+        let (text, _) = metrics.render();
+        assert_eq!(list_requests(&String::from_utf8(text).unwrap()), 4);
     }
 
     #[test]

@@ -22,12 +22,24 @@ fn insert_document(n: u64) -> Document {
 
 pub struct Http {
     base: String,
+    reconnect_every: Option<u64>,
 }
 
 impl Http {
     pub fn new(base: &str) -> Http {
         Http {
             base: base.trim_end_matches('/').to_owned(),
+            reconnect_every: None,
+        }
+    }
+
+    /// A client that asks the server to close its connection every `requests` requests
+    /// and opens a new one: behind a Service, kube-proxy picks a pod per connection, so
+    /// only new connections reach pods the HPA has just added.
+    pub fn reconnecting(base: &str, requests: u64) -> Http {
+        Http {
+            reconnect_every: Some(requests.max(1)),
+            ..Http::new(base)
         }
     }
 }
@@ -60,15 +72,22 @@ impl Target for Http {
             .into();
         let root = format!("{}/", self.base);
         let data = format!("{}/data", self.base);
-        Box::new(move |op, n| match op {
-            Op::Root => exchange(agent.get(&root).call()),
-            Op::List => exchange(agent.get(&data).call()),
-            Op::Insert => exchange(
-                agent
-                    .post(&data)
-                    .header("Content-Type", "application/json")
-                    .send(insert_json(n)),
-            ),
+        let every = self.reconnect_every;
+        Box::new(move |op, n| {
+            // The last request on a connection says so; ureq then does not pool it.
+            let last = every.is_some_and(|every| n % every == every - 1);
+            let connection = if last { "close" } else { "keep-alive" };
+            match op {
+                Op::Root => exchange(agent.get(&root).header("Connection", connection).call()),
+                Op::List => exchange(agent.get(&data).header("Connection", connection).call()),
+                Op::Insert => exchange(
+                    agent
+                        .post(&data)
+                        .header("Content-Type", "application/json")
+                        .header("Connection", connection)
+                        .send(insert_json(n)),
+                ),
+            }
         })
     }
 
@@ -148,4 +167,44 @@ pub fn preload(uri: &str, db: &str, count: u64) -> mongodb::error::Result<()> {
         collection.insert_many(batch).run()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The client ports a server saw for `requests` requests from one reconnecting client.
+    fn connections_for(requests: u64, reconnect_every: Option<u64>) -> usize {
+        let server = tiny_http_upstream::Server::http("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let http = match reconnect_every {
+            Some(every) => Http::reconnecting(&base, every),
+            None => Http::new(&base),
+        };
+        let client = std::thread::spawn(move || {
+            let mut client = http.client();
+            (0..requests)
+                .filter(|&n| matches!(client(Op::Root, n), Outcome::Status(200, _)))
+                .count() as u64
+        });
+        let mut ports = HashSet::new();
+        for _ in 0..requests {
+            let request = server
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .expect("the client's next request within 10 s");
+            ports.insert(request.remote_addr().unwrap().port());
+            request.respond(tiny_http_upstream::Response::from_string("ok")).unwrap();
+        }
+        assert_eq!(client.join().unwrap(), requests, "every request answered 200");
+        ports.len()
+    }
+
+    #[test]
+    fn a_reconnecting_client_opens_a_new_connection_every_n_requests() {
+        assert_eq!(connections_for(20, None), 1);
+        assert_eq!(connections_for(20, Some(5)), 4);
+        assert_eq!(connections_for(20, Some(1)), 20);
+    }
 }

@@ -133,8 +133,14 @@ build-image arch=host_arch: docker-running
     set -euo pipefail
     just build-static {{arch}}
     tag=$(just image-tag {{arch}})
-    docker build --quiet -f Dockerfile.scratch --platform linux/{{arch}} --build-arg TARGET=$(just rust-target {{arch}}) \
-        --build-arg VERSION={{version}} --build-arg REVISION={{commit}} -t {{image}} -t mongo-api:$tag .
+    # Every build is mongo-api:TAG-ARCH; only this machine's architecture also takes the
+    # names the manifests and `docker run` use, so an arm64 build never replaces them.
+    names=(-t mongo-api:$tag-{{arch}})
+    [ {{arch}} != {{host_arch}} ] || names+=(-t {{image}} -t mongo-api:$tag)
+    # No cache: Docker's classic builder reuses a FROM-scratch step built for the other
+    # architecture, then refuses it ("does not match the specified platform").
+    docker build --quiet --no-cache -f Dockerfile.scratch --platform linux/{{arch}} --build-arg TARGET=$(just rust-target {{arch}}) \
+        --build-arg VERSION={{version}} --build-arg REVISION={{commit}} "${names[@]}" .
     docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
 
 # Push the amd64 and arm64 images and one multi-arch index to REGISTRY (ghcr.io/you, docker.io/you; log in first)
@@ -152,7 +158,7 @@ push registry: docker-running
     insecure=(); case "{{registry}}" in 127.0.0.1:* | localhost:*) insecure=(--insecure) ;; esac
     for arch in amd64 arm64; do
         just build-image $arch
-        docker tag mongo-api:$(just image-tag $arch) $repo:$tag-$arch
+        docker tag mongo-api:$(just image-tag $arch)-$arch $repo:$tag-$arch
         docker push --quiet $repo:$tag-$arch
     done
     for t in "${tags[@]}"; do
@@ -188,7 +194,7 @@ deploy overlay="base": secrets
     k8s/deploy.sh cluster {{overlay}}
     arch=$(k8s/deploy.sh node-arch)
     just build-image $arch
-    image=mongo-api:$(just image-tag $arch)
+    image=mongo-api:$(just image-tag $arch)-$arch
     k8s/deploy.sh load $image
     k8s/deploy.sh apply {{overlay}} $image
 

@@ -388,8 +388,16 @@ pub enum MongoTarget {
     Host {
         host: String,
         port: u16,
-        credential: Option<(String, Secret, String)>,
+        login: Option<Login>,
     },
+}
+
+/// A user of MongoDB and the database that holds it (`authSource`).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: Secret,
+    pub auth_db: String,
 }
 
 impl MongoSettings {
@@ -426,16 +434,18 @@ impl MongoSettings {
         if let Some(uri) = &self.uri {
             return MongoTarget::Uri(uri.clone());
         }
-        let credential = match (&self.user, &self.password) {
-            (Some(user), Some(password)) => {
-                Some((user.clone(), password.clone(), self.auth_db.clone()))
-            }
+        let login = match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some(Login {
+                user: user.clone(),
+                password: password.clone(),
+                auth_db: self.auth_db.clone(),
+            }),
             _ => None,
         };
         MongoTarget::Host {
             host: self.host.clone(),
             port: self.port,
-            credential,
+            login,
         }
     }
 
@@ -471,11 +481,7 @@ impl MongoSettings {
     ) -> Result<ClientOptions, mongodb::error::Error> {
         let mut options = match self.target() {
             MongoTarget::Uri(uri) => ClientOptions::parse(uri.expose()).await?,
-            MongoTarget::Host {
-                host,
-                port,
-                credential,
-            } => {
+            MongoTarget::Host { host, port, login } => {
                 let mut options = ClientOptions::default();
                 options.hosts = vec![ServerAddress::Tcp {
                     host,
@@ -486,11 +492,11 @@ impl MongoSettings {
                 options.direct_connection = Some(true);
                 // Handing the driver the credential as values, not pasted into a URI,
                 // means no character of the password needs escaping.
-                options.credential = credential.map(|(user, password, source)| {
+                options.credential = login.map(|login| {
                     Credential::builder()
-                        .username(user)
-                        .password(password.expose().to_owned())
-                        .source(source)
+                        .username(login.user)
+                        .password(login.password.expose().to_owned())
+                        .source(login.auth_db)
                         .build()
                 });
                 options
@@ -551,13 +557,9 @@ mod tests {
         assert_eq!(s.http.bind_addr.to_string(), "0.0.0.0");
         assert_eq!(s.mongo.database(), "flask_db");
         match s.mongo.target() {
-            MongoTarget::Host {
-                host,
-                port,
-                credential,
-            } => {
+            MongoTarget::Host { host, port, login } => {
                 assert_eq!((host.as_str(), port), ("mongo", 27017));
-                assert!(credential.is_none());
+                assert!(login.is_none());
             }
             MongoTarget::Uri(_) => panic!("no URI was given"),
         }
@@ -582,11 +584,14 @@ mod tests {
         let ok = parse(&["--mongo-user", "app", "--mongo-password", "p@ss:w/rd%"]).unwrap();
         match ok.mongo.target() {
             MongoTarget::Host {
-                credential: Some((u, p, src)),
-                ..
+                login: Some(login), ..
             } => {
                 assert_eq!(
-                    (u.as_str(), p.expose(), src.as_str()),
+                    (
+                        login.user.as_str(),
+                        login.password.expose(),
+                        login.auth_db.as_str()
+                    ),
                     ("app", "p@ss:w/rd%", "admin")
                 );
             }

@@ -195,9 +195,15 @@ mod tests {
                 .unwrap()
                 .expect("the client's next request within 10 s");
             ports.insert(request.remote_addr().unwrap().port());
-            request.respond(tiny_http_upstream::Response::from_string("ok")).unwrap();
+            request
+                .respond(tiny_http_upstream::Response::from_string("ok"))
+                .unwrap();
         }
-        assert_eq!(client.join().unwrap(), requests, "every request answered 200");
+        assert_eq!(
+            client.join().unwrap(),
+            requests,
+            "every request answered 200"
+        );
         ports.len()
     }
 

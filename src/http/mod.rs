@@ -6,7 +6,8 @@ mod error;
 mod probes;
 mod reply;
 
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use budget::{Budget, Permits};
@@ -212,6 +213,37 @@ fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
     out.extend_from_slice(&text[..width]);
 }
 
+/// `/openapi.json` changes only with the binary, so caches may keep it and revalidate.
+fn openapi(rq: &Request) -> Reply {
+    static ETAG: LazyLock<String> = LazyLock::new(|| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        OPENAPI.hash(&mut hasher);
+        format!("\"{:016x}\"", hasher.finish())
+    });
+    let etag = ETAG.as_str();
+    let current = rq
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("If-None-Match"))
+        .any(|h| names_tag(h.value.as_str(), etag));
+    let body = if current { b"" } else { OPENAPI.as_bytes() };
+    Reply::new(
+        if current { 304 } else { 200 },
+        reply::JSON,
+        Body::Static(body),
+    )
+    .validated_by(etag)
+}
+
+/// Whether an `If-None-Match` value names `etag`: `*`, or a list of tags compared weakly
+/// (RFC 9110, 13.1.2: a `W/` prefix does not matter).
+fn names_tag(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
 fn split_target(url: &str) -> (&str, &str) {
     url.split_once('?').unwrap_or((url, ""))
 }
@@ -299,11 +331,7 @@ impl Handler {
             Route::Healthz => Ok(self.live()),
             Route::Readyz => self.ready(),
             Route::Metrics => Ok(self.scrape()),
-            Route::OpenApi => Ok(Reply::new(
-                200,
-                reply::JSON,
-                Body::Static(OPENAPI.as_bytes()),
-            )),
+            Route::OpenApi => Ok(openapi(rq)),
             Route::Unknown => Err(ApiError::NotFound),
         }
     }
@@ -339,6 +367,23 @@ mod tests {
         push_digits(&mut out, 2026, 4);
         push_digits(&mut out, 5, 6);
         assert_eq!(out, b"072026000005");
+    }
+
+    #[test]
+    fn if_none_match_names_a_tag_weakly_or_by_star() {
+        let tag = "\"abc\"";
+        for value in [
+            "\"abc\"",
+            "W/\"abc\"",
+            "\"x\", \"abc\"",
+            "*",
+            " \"y\",W/\"abc\" ",
+        ] {
+            assert!(names_tag(value, tag), "{value}");
+        }
+        for value in ["\"abcd\"", "abc", "\"ABC\"", "", "W/\"x\""] {
+            assert!(!names_tag(value, tag), "{value}");
+        }
     }
 
     #[test]

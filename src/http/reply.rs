@@ -25,6 +25,9 @@ pub struct Reply {
     headers: Vec<(&'static str, String)>,
     /// Memory the body holds until it has been sent.
     memory: Option<Grant>,
+    /// Set only where a cache may keep the answer; everything else is live (the time, the
+    /// collection as of now, a probe) and a cache must not store it.
+    etag: Option<&'static str>,
 }
 
 impl Reply {
@@ -35,7 +38,15 @@ impl Reply {
             body,
             headers: Vec::new(),
             memory: None,
+            etag: None,
         }
+    }
+
+    /// Lets caches store the answer, asking the server each time whether `etag` is still
+    /// current (`Cache-Control: no-cache`), which costs a `304` instead of the body.
+    pub fn validated_by(mut self, etag: &'static str) -> Reply {
+        self.etag = Some(etag);
+        self
     }
 
     /// Keeps `memory` reserved until the body has been sent.
@@ -60,9 +71,16 @@ impl Reply {
     /// Answers `rq`: the connection's event loop writes the response (and calls a
     /// stream's producer for each further piece).
     pub fn send(self, rq: Request, request_id: &str) {
-        let mut headers = Vec::with_capacity(self.headers.len() + 3);
+        let mut headers = Vec::with_capacity(self.headers.len() + 5);
         headers.push(header("Content-Type", self.content_type));
         headers.push(header("X-Content-Type-Options", "nosniff"));
+        match self.etag {
+            Some(etag) => {
+                headers.push(header("Cache-Control", "no-cache"));
+                headers.push(header("ETag", etag));
+            }
+            None => headers.push(header("Cache-Control", "no-store")),
+        }
         headers.push(header("X-Request-Id", request_id));
         headers.extend(self.headers.iter().map(|(name, value)| header(name, value)));
         let body = match self.body {

@@ -41,6 +41,8 @@ impl<T, R> Default for Batcher<T, R> {
 struct Leading<'b, T, R: Clone> {
     batcher: &'b Batcher<T, R>,
     tickets: Vec<u64>,
+    /// The leader's own ticket: it unwinds with the panic and never collects a result.
+    own: u64,
     failed: R,
 }
 
@@ -50,7 +52,7 @@ impl<T, R: Clone> Drop for Leading<'_, T, R> {
             return;
         }
         let mut state = self.batcher.lock();
-        for ticket in self.tickets.drain(..) {
+        for ticket in self.tickets.drain(..).filter(|&t| t != self.own) {
             state.results.insert(ticket, self.failed.clone());
         }
         state.writing = false;
@@ -100,6 +102,7 @@ impl<T, R> Batcher<T, R> {
             let mut leading = Leading {
                 batcher: self,
                 tickets,
+                own: ticket,
                 failed: failed.clone(),
             };
             let results = write(batch);
@@ -166,6 +169,8 @@ mod tests {
             batcher.submit(1, |_: Vec<i32>| panic!("a bug in the write"), |_| None, -1)
         }));
         assert!(panicked.is_err());
+        // The leader's own result is not left behind: it unwinds and never collects one.
+        assert!(batcher.lock().results.is_empty(), "a leaked result");
         // Not stuck: the next submitter leads its own write.
         assert_eq!(batcher.submit(2, |batch: Vec<i32>| batch, |_| None, -1), 2);
         // Two submitters queued behind a write share the next batch; its write panics:
@@ -198,6 +203,7 @@ mod tests {
         });
         results.sort_unstable();
         assert_eq!(results, [-2, -1, 3]);
+        assert!(batcher.lock().results.is_empty(), "a leaked result");
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::{doc, Bson};
 use crate::support::http::{self, raw_exchange, raw_status};
 use crate::support::mongo::{skip_unless_managed, Mongo};
 use crate::support::service::{login_settings, App};
 use crate::support::wait_for;
+use mongodb::bson::{doc, Bson};
 
 #[test]
 fn root_greets_with_the_local_time_like_python() {
@@ -250,6 +250,63 @@ fn bodies_over_the_limit_get_413_without_being_read() {
     let text = raw_exchange(app.addr, request.as_bytes(), Duration::from_secs(5));
     assert_eq!(raw_status(&text), Some(201), "{text}");
     assert_eq!(mongo.documents(&db).len(), 2);
+}
+
+#[test]
+fn answers_say_what_a_cache_may_keep() {
+    let mongo = Mongo::shared();
+    let db = mongo.fresh_db("caching");
+    let app = App::start(&mongo, &db, |_| {});
+    assert_eq!(http::post_json(&app.url("/data"), r#"{"a":1}"#).status, 201);
+    // Live answers: the time, the collection as of now, errors, the server's own errors.
+    let live = [
+        http::get(&app.url("/")),
+        http::get(&app.url("/data")),
+        http::get(&app.url("/data?limit=1")),
+        http::head(&app.url("/data")),
+        http::post_json(&app.url("/data"), r#"{"a":2}"#),
+        http::post_json(&app.url("/data"), "{"),
+        http::get(&app.url("/nope")),
+        http::delete(&app.url("/data")),
+        http::get(&format!("{}{}", app.url("/"), "a".repeat(20_000))),
+    ];
+    for reply in &live {
+        assert_eq!(
+            reply.header("Cache-Control"),
+            Some("no-store"),
+            "{} {:?}",
+            reply.status,
+            reply.headers
+        );
+        assert_eq!(reply.header("ETag"), None);
+    }
+    // The document may be kept, and is revalidated by its ETag.
+    let spec = http::get(&app.url("/openapi.json"));
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.header("Cache-Control"), Some("no-cache"));
+    let etag = spec.header("ETag").expect("an ETag").to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
+        "{etag}"
+    );
+    let weak = format!("W/{etag}");
+    for current in [
+        etag.as_str(),
+        weak.as_str(),
+        "*",
+        &format!("\"other\", {etag}"),
+    ] {
+        let reply = http::get_with(&app.url("/openapi.json"), &[("If-None-Match", current)]);
+        assert_eq!(reply.status, 304, "{current}");
+        assert_eq!(reply.body, "");
+        assert_eq!(reply.header("ETag"), Some(etag.as_str()));
+        assert_eq!(reply.header("Cache-Control"), Some("no-cache"));
+    }
+    let stale = http::get_with(&app.url("/openapi.json"), &[("If-None-Match", "\"other\"")]);
+    assert_eq!(
+        (stale.status, stale.body.as_str()),
+        (200, spec.body.as_str())
+    );
 }
 
 #[test]

@@ -10,11 +10,11 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::{doc, Document};
 use crate::support::http::{self, raw_status};
 use crate::support::mongo::Mongo;
 use crate::support::pod::{self, Pod};
 use crate::support::service::mongo_env;
+use mongodb::bson::{doc, Document};
 
 /// The release binary in the Deployment's limits, with its settings, connected to `db`.
 fn start(mongo: &Mongo, db: &str) -> Pod {

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::{doc, Document};
-use nix::sys::signal::Signal;
 use crate::support::http::{self, raw_status, read_until_close};
 use crate::support::mongo::Mongo;
 use crate::support::service::{mongo_env, run_binary, Process};
+use mongodb::bson::{doc, Document};
+use nix::sys::signal::Signal;
 
 const VARIABLES: &[(&str, &str)] = &[
     ("BIND_ADDR", "0.0.0.0"),

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use crate::support::http::{self, raw_status, read_response, read_until_close};
 use crate::support::mongo::{skip_unless_managed, Mongo};
 use crate::support::raise_fd_limit;
 use crate::support::service::{mongo_env, start, Process, BINARY};
+use nix::sys::signal::Signal;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]

@@ -93,7 +93,8 @@ impl Response {
     }
 
     /// A JSON error body `{"error": message}` with this status (`Retry-After: 1` on a
-    /// `503`: a refusal for lack of room now).
+    /// `503`: a refusal for lack of room now). Never stored by a cache: it is about one
+    /// request, and some of these statuses (414) caches may otherwise keep.
     pub fn json_error(status: u16, message: &str) -> Response {
         let mut body = String::from("{\"error\":\"");
         for c in message.chars() {
@@ -107,7 +108,8 @@ impl Response {
         body.push_str("\"}");
         let response = Response::from_data(body)
             .with_status_code(status)
-            .with_header(header("Content-Type", "application/json"));
+            .with_header(header("Content-Type", "application/json"))
+            .with_header(header("Cache-Control", "no-store"));
         if status == 503 {
             response.with_header(header("Retry-After", "1"))
         } else {
@@ -361,6 +363,7 @@ mod tests {
         let text = text(&wire);
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(text.ends_with(r#"{"error":"bad \"x\" "}"#));
+        assert!(text.contains("Cache-Control: no-store\r\n"));
         let busy =
             Response::json_error(503, "busy").into_wire(&HTTPVersion(1, 1), false, true, "d");
         assert!(super::tests::text(&busy).contains("Retry-After: 1\r\n"));

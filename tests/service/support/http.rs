@@ -79,6 +79,14 @@ pub fn get(url: &str) -> Reply {
     reply(agent().get(url).call())
 }
 
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    reply(request.call())
+}
+
 pub fn head(url: &str) -> Reply {
     reply(agent().head(url).call())
 }

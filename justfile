@@ -253,8 +253,9 @@ with-docker registry +command:
     dockerd --iptables=false --ip6tables=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
         -H unix://$dir/docker.sock --pidfile $dir/docker.pid "${flags[@]}" >$dir/dockerd.log 2>&1 &
     dockerd_pid=$!
-    # dockerd leaves its network namespace mounted under exec-root.
-    trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; umount -l $dir/exec/netns/default 2>/dev/null; rm -rf $dir' EXIT
+    # dockerd leaves its network namespace mounted under exec-root, and may leave the
+    # data root mounted; its containerd can still be writing there for a moment.
+    trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; umount -l $dir/exec/netns/default $dir/data 2>/dev/null; rm -rf $dir 2>/dev/null || { sleep 2; rm -rf $dir; }' EXIT
     export DOCKER_HOST=unix://$dir/docker.sock
     just wait 30 "the private Docker engine" docker info
     "$@"

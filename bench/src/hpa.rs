@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Scenario, Spec};
+use crate::plot;
 use crate::targets::Http;
 
 #[derive(clap::Args)]
@@ -191,7 +192,8 @@ pub fn run(args: &HpaArgs) -> Result<(), String> {
     let csv = args.out.join("timeline.csv");
     let svg = args.out.join("timeline.svg");
     std::fs::write(&csv, to_csv(&samples)).map_err(|e| e.to_string())?;
-    std::fs::write(&svg, to_svg(&samples, status.target_percent)).map_err(|e| e.to_string())?;
+    std::fs::write(&svg, plot::timeline(&samples, status.target_percent)?)
+        .map_err(|e| e.to_string())?;
     println!("timeline: {} and {}", csv.display(), svg.display());
     Ok(())
 }
@@ -366,114 +368,6 @@ pub fn to_csv(samples: &[Sample]) -> String {
     out
 }
 
-/// Replicas (left axis) and CPU in % of the request (right axis) over time; the load's
-/// period shaded.
-pub fn to_svg(samples: &[Sample], target_percent: u32) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 320.0;
-    const LEFT: f64 = 50.0;
-    const RIGHT: f64 = 60.0;
-    const TOP: f64 = 30.0;
-    const BOTTOM: f64 = 40.0;
-    let end = samples.last().map_or(1.0, |s| s.seconds).max(1.0);
-    let max_replicas = samples
-        .iter()
-        .map(|s| s.replicas.max(s.desired))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        + 1.0;
-    let max_cpu = samples
-        .iter()
-        .filter_map(|s| s.cpu_percent)
-        .max()
-        .unwrap_or(0)
-        .max(target_percent * 2) as f64;
-    let x = |t: f64| LEFT + t / end * (W - LEFT - RIGHT);
-    let y_replicas = |r: f64| H - BOTTOM - r / max_replicas * (H - TOP - BOTTOM);
-    let y_cpu = |c: f64| H - BOTTOM - c / max_cpu * (H - TOP - BOTTOM);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
-    );
-    let load_end = samples
-        .iter()
-        .take_while(|s| s.loading)
-        .last()
-        .map_or(0.0, |s| s.seconds);
-    let _ = write!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{:.1}" height="{:.1}" fill="#eef"/><text x="{:.1}" y="{:.1}" fill="#669">load</text>"##,
-        x(load_end) - LEFT,
-        H - TOP - BOTTOM,
-        LEFT + 4.0,
-        TOP + 14.0
-    );
-    let line = |points: Vec<(f64, f64)>, color: &str| {
-        let path: Vec<String> = points
-            .iter()
-            .map(|(a, b)| format!("{a:.1},{b:.1}"))
-            .collect();
-        format!(
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            path.join(" ")
-        )
-    };
-    svg += &line(
-        samples
-            .iter()
-            .map(|s| (x(s.seconds), y_replicas(f64::from(s.replicas))))
-            .collect(),
-        "#1f77b4",
-    );
-    svg += &line(
-        samples
-            .iter()
-            .filter_map(|s| s.cpu_percent.map(|c| (x(s.seconds), y_cpu(f64::from(c)))))
-            .collect(),
-        "#d62728",
-    );
-    let _ = write!(
-        svg,
-        r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#d62728" stroke-dasharray="4 4"/>"##,
-        W - RIGHT,
-        y_cpu(f64::from(target_percent)),
-        y_cpu(f64::from(target_percent))
-    );
-    let _ = write!(
-        svg,
-        r##"<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{:.1}" stroke="#000"/><line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#000"/>"##,
-        H - BOTTOM,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
-    for r in 0..=(max_replicas as u32) {
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{r}</text>"#,
-            LEFT - 6.0,
-            y_replicas(f64::from(r)) + 4.0
-        );
-    }
-    let _ = write!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="start" fill="#d62728">{:.0}%</text><text x="{:.1}" y="{:.1}" text-anchor="start" fill="#d62728">target {target_percent}%</text>"##,
-        W - RIGHT + 4.0,
-        y_cpu(max_cpu) + 4.0,
-        max_cpu,
-        W - RIGHT + 4.0,
-        y_cpu(f64::from(target_percent)) + 4.0
-    );
-    let _ = write!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds (0 to {end:.0})</text><text x="{LEFT}" y="18" fill="#1f77b4">replicas</text><text x="{:.1}" y="18" text-anchor="end" fill="#d62728">CPU, % of request</text></svg>"##,
-        (LEFT + W - RIGHT) / 2.0,
-        H - 10.0,
-        W - RIGHT
-    );
-    svg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,9 +443,8 @@ mod tests {
                 .starts_with("0,2,2,,200,5.0,true"),
             "{csv}"
         );
-        let svg = to_svg(&samples, 70);
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        let svg = crate::plot::timeline(&samples, 70).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("target 70%"));
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod floor;
 mod hpa;
 mod load;
+mod plot;
 mod procs;
 mod report;
 mod suite;
@@ -30,6 +31,13 @@ enum Command {
     Run(RunArgs),
     /// Measure every scenario against the service, its floors and the Flask reference
     Suite(suite::SuiteArgs),
+    /// Draw a suite's chart again from its JSON (after changing how it is drawn)
+    Plot {
+        #[arg(long, default_value = "bench/results/bench.json")]
+        json: std::path::PathBuf,
+        #[arg(long, default_value = "bench/results/bench.svg")]
+        svg: std::path::PathBuf,
+    },
     /// Serve a constant GET / with stock tiny_http (the floor for GET /)
     FloorHttp {
         #[arg(long)]
@@ -95,6 +103,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Suite(args) => suite::run(&args),
+        Command::Plot { json, svg } => suite::replot(&json, &svg),
         Command::FloorHttp { port, threads } => floor::serve(port, threads),
         Command::CreateUser(args) => admin::create_user(&args),
         Command::HpaDemo(args) => hpa::run(&args),

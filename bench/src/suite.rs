@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::load::{self, Scenario, Spec};
+use crate::plot;
 use crate::procs::{free_port, wait_for_200, wait_for_port, Proc};
 use crate::report::thousands;
 use crate::targets::{preload, Driver, Http};
@@ -70,7 +71,7 @@ struct Server {
 }
 
 /// One wrk run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Wrk {
     pub requests_per_second: f64,
     pub requests: u64,
@@ -80,7 +81,7 @@ pub struct Wrk {
     pub errors: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Row {
     scenario: String,
     service: Wrk,
@@ -96,7 +97,7 @@ struct Row {
     axum_switches: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Footprint {
     service_idle_rss_mib: f64,
     service_peak_rss_mib: f64,
@@ -105,7 +106,7 @@ struct Footprint {
     image_bytes: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Results {
     machine: String,
     rows: Vec<Row>,
@@ -343,7 +344,7 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
         },
     };
     print_tables(&results, args);
-    std::fs::write(&args.svg, plot(&results))
+    std::fs::write(&args.svg, plot(&results)?)
         .map_err(|e| format!("{}: {e}", args.svg.display()))?;
     let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&args.json, json).map_err(|e| format!("{}: {e}", args.json.display()))?;
@@ -603,76 +604,33 @@ fn print_tables(results: &Results, args: &SuiteArgs) {
     );
 }
 
-/// Bars per scenario: the service beside the axum peer and the best Flask setup, each
-/// scenario scaled to its own largest value, the requests per second written on the bars.
-fn plot(results: &Results) -> String {
-    use std::fmt::Write as _;
-    const BAR: f64 = 28.0;
-    const GAP: f64 = 40.0;
-    const H: f64 = 240.0;
-    const TOP: f64 = 40.0;
-    let series = [
-        ("mongo-api", "#1f77b4"),
-        ("axum peer", "#ff7f0e"),
-        ("best Flask", "#7f7f7f"),
-    ];
-    let group = BAR * series.len() as f64 + GAP;
-    let width = 40.0 + group * results.rows.len() as f64;
-    let height = TOP + H + 70.0;
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = write!(
-        svg,
-        r#"<text x="20" y="20" font-size="13">Requests per second, each scenario scaled to its fastest (wrk, 16 connections)</text>"#
-    );
-    for (i, (name, color)) in series.iter().enumerate() {
-        let _ = write!(
-            svg,
-            r#"<rect x="{:.0}" y="28" width="10" height="10" fill="{color}"/><text x="{:.0}" y="37">{name}</text>"#,
-            width - 330.0 + i as f64 * 110.0,
-            width - 316.0 + i as f64 * 110.0
-        );
-    }
-    for (g, row) in results.rows.iter().enumerate() {
-        let flask = row
-            .gunicorn
-            .iter()
-            .map(|(_, r)| r.requests_per_second)
-            .fold(row.flask.requests_per_second, f64::max);
-        let values = [
-            row.service.requests_per_second,
-            row.axum.requests_per_second,
-            flask,
-        ];
-        let top = values.iter().copied().fold(1e-9, f64::max);
-        let x0 = 30.0 + g as f64 * group;
-        for (i, (value, (_, color))) in values.iter().zip(series.iter()).enumerate() {
-            let h = value / top * H;
-            let x = x0 + i as f64 * BAR;
-            let y = TOP + H - h;
-            let _ = write!(
-                svg,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
-                BAR - 4.0,
-                x + (BAR - 4.0) / 2.0,
-                y - 3.0,
-                thousands(*value as u64)
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">× axum {:.2}</text>"#,
-            x0 + BAR * 1.5,
-            TOP + H + 18.0,
-            row.scenario,
-            x0 + BAR * 1.5,
-            TOP + H + 34.0,
-            row.service.requests_per_second / row.axum.requests_per_second.max(1e-9)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
+/// Draws the chart of a suite's results again, from its JSON.
+pub fn replot(json: &Path, svg: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let results: Results =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    std::fs::write(svg, plot(&results)?).map_err(|e| format!("{}: {e}", svg.display()))
+}
+
+/// The chart of the rows: throughput (the best Flask setup for Flask) and context switches.
+fn plot(results: &Results) -> Result<String, String> {
+    let scenarios: Vec<plot::Scenario> = results
+        .rows
+        .iter()
+        .map(|row| plot::Scenario {
+            name: row.scenario.clone(),
+            service_rps: row.service.requests_per_second,
+            axum_rps: row.axum.requests_per_second,
+            flask_rps: row
+                .gunicorn
+                .iter()
+                .map(|(_, r)| r.requests_per_second)
+                .fold(row.flask.requests_per_second, f64::max),
+            service_switches: row.service_switches,
+            axum_switches: row.axum_switches,
+        })
+        .collect();
+    plot::suite(&scenarios)
 }
 
 #[cfg(test)]

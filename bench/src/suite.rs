@@ -135,18 +135,81 @@ const SCENARIOS: [(&str, &str, Option<u64>, bool); 4] = [
     ("GET /data, 10,000 documents", "/data", Some(10_000), false),
 ];
 
+/// The one MongoDB stand-in every server of the suite uses, with authentication on.
+struct Database {
+    _process: Proc,
+    uri: String,
+    /// The service's and the Flask app's variables for it.
+    env: [(&'static str, String); 5],
+}
+
+/// Everything measured, started and ready.
+struct Servers {
+    service: Server,
+    service_idle_rss_kib: u64,
+    service_start_to_ready: Duration,
+    axum: Server,
+    floor: Server,
+    flask: Server,
+    gunicorns: Vec<(usize, Server)>,
+    driver: Driver,
+}
+
+/// What one scenario sends.
+struct Case {
+    label: &'static str,
+    path: &'static str,
+    /// Documents in the collection before each run (`None`: left as it is).
+    documents: Option<u64>,
+    /// The wrk script that makes it a POST.
+    script: Option<PathBuf>,
+}
+
 pub fn run(args: &SuiteArgs) -> Result<(), String> {
     let logs = tempfile::tempdir().map_err(|e| e.to_string())?;
     let post = logs.path().join("post.lua");
     std::fs::write(&post, POST_SCRIPT).map_err(|e| e.to_string())?;
-    let password = format!("bench-{}", std::process::id());
+    let db = start_database(logs.path())?;
+    let servers = start_servers(args, &db, logs.path())?;
+    let mut rows = Vec::new();
+    for (label, path, documents, is_post) in SCENARIOS {
+        let case = Case {
+            label,
+            path,
+            documents,
+            script: is_post.then(|| post.clone()),
+        };
+        rows.push(measure_case(args, &db, &servers, &case)?);
+    }
+    let mixed = measure_mixed(args, &db, &servers)?;
+    // The load generator's own ceiling: its rate, and wrk's, against the trivial server.
+    let floor = &servers.floor;
+    let ours = load::run(&Http::new(&floor.url), &spec(args, Scenario::Root, None));
+    let theirs = wrk(&format!("{}/", floor.url), args, None)?;
+    let results = Results {
+        machine: machine(),
+        rows,
+        mixed,
+        load_generator_ceiling: (ours.requests_per_second, theirs.requests_per_second),
+        footprint: footprint(args, &servers),
+    };
+    print_tables(&results, args);
+    std::fs::write(&args.svg, plot(&results)?)
+        .map_err(|e| format!("{}: {e}", args.svg.display()))?;
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&args.json, json).map_err(|e| format!("{}: {e}", args.json.display()))?;
+    eprintln!("wrote {} and {}", args.json.display(), args.svg.display());
+    Ok(())
+}
 
-    let mongo_port = free_port();
-    let mut mongo_cmd = Command::new("secantusd-rs");
-    mongo_cmd
-        .args(["--host", "127.0.0.1", "--port", &mongo_port.to_string()])
+fn start_database(logs: &Path) -> Result<Database, String> {
+    let password = format!("bench-{}", std::process::id());
+    let port = free_port();
+    let mut command = Command::new("secantusd-rs");
+    command
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .arg("--storage-path")
-        .arg(logs.path().join("mongo"))
+        .arg(logs.join("mongo"))
         .args([
             "--auth",
             "--sync-on-commit",
@@ -155,42 +218,40 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
             "--cache-size",
             "512M",
         ]);
-    let _mongo = Proc::spawn("mongo", mongo_cmd, logs.path())?;
-    wait_for_port(mongo_port, Duration::from_secs(10))?;
-    crate::admin::add_user("127.0.0.1", mongo_port, None, USER, &password, "root")?;
-    let uri = format!(
-        "mongodb://{USER}:{password}@127.0.0.1:{mongo_port}/{DB}?authSource=admin&directConnection=true"
-    );
-    let mongo_env = [
-        ("MONGO_HOST", "127.0.0.1".to_owned()),
-        ("MONGO_PORT", mongo_port.to_string()),
-        ("MONGO_USER", USER.to_owned()),
-        ("MONGO_PASSWORD", password.clone()),
-        ("MONGO_DB", DB.to_owned()),
-    ];
+    let process = Proc::spawn("mongo", command, logs)?;
+    wait_for_port(port, Duration::from_secs(10))?;
+    crate::admin::add_user("127.0.0.1", port, None, USER, &password, "root")?;
+    Ok(Database {
+        _process: process,
+        uri: format!(
+            "mongodb://{USER}:{password}@127.0.0.1:{port}/{DB}?authSource=admin&directConnection=true"
+        ),
+        env: [
+            ("MONGO_HOST", "127.0.0.1".to_owned()),
+            ("MONGO_PORT", port.to_string()),
+            ("MONGO_USER", USER.to_owned()),
+            ("MONGO_PASSWORD", password),
+            ("MONGO_DB", DB.to_owned()),
+        ],
+    })
+}
 
+fn start_servers(args: &SuiteArgs, db: &Database, logs: &Path) -> Result<Servers, String> {
     // The service, timed from exec to its first 200 on /readyz.
     let (port, management) = (free_port(), free_port());
     let mut cmd = Command::new(&args.service);
-    cmd.envs(mongo_env.iter().cloned())
+    cmd.envs(db.env.iter().cloned())
         .env("PORT", port.to_string())
         .env("MANAGEMENT_PORT", management.to_string())
         .env("BIND_ADDR", "127.0.0.1");
-    let process = Proc::spawn("service", cmd, logs.path())?;
+    let process = Proc::spawn("service", cmd, logs)?;
     let start_to_ready = wait_for_200(
         &format!("http://127.0.0.1:{management}/readyz"),
         Duration::from_secs(20),
     )?;
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss = process.rss_kib().unwrap_or(0);
-    let service = Server {
-        name: "mongo-api".into(),
-        url: format!("http://127.0.0.1:{port}"),
-        process,
-    };
-    let axum = start_axum(args, &uri, logs.path())?;
-    let floor = start_floor(logs.path())?;
-    let flask = start_python(args, "flask run", logs.path(), &mongo_env, |cmd, port| {
+    let flask = start_python(args, "flask run", logs, &db.env, |cmd, port| {
         cmd.args([
             "-m",
             "flask",
@@ -206,112 +267,157 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
     })?;
     let mut gunicorns = Vec::new();
     for &workers in &args.gunicorn_workers {
-        let server = start_python(
-            args,
-            &format!("gunicorn -w{workers}"),
-            logs.path(),
-            &mongo_env,
-            |cmd, port| {
-                cmd.args([
-                    "-m",
-                    "gunicorn",
-                    "--workers",
-                    &workers.to_string(),
-                    "--bind",
-                ])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("app:app");
-            },
-        )?;
+        let name = format!("gunicorn -w{workers}");
+        let server = start_python(args, &name, logs, &db.env, |cmd, port| {
+            cmd.args([
+                "-m",
+                "gunicorn",
+                "--workers",
+                &workers.to_string(),
+                "--bind",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("app:app");
+        })?;
         gunicorns.push((workers, server));
     }
-    let driver = Driver::connect(&uri, DB, args.connections).map_err(|e| e.to_string())?;
+    Ok(Servers {
+        service: Server {
+            name: "mongo-api".into(),
+            url: format!("http://127.0.0.1:{port}"),
+            process,
+        },
+        service_idle_rss_kib: idle_rss,
+        service_start_to_ready: start_to_ready,
+        axum: start_axum(args, &db.uri, logs)?,
+        floor: start_floor(logs)?,
+        flask,
+        gunicorns,
+        driver: Driver::connect(&db.uri, DB, args.connections).map_err(|e| e.to_string())?,
+    })
+}
 
-    let mut rows = Vec::new();
-    for (label, path, documents, is_post) in SCENARIOS {
-        eprintln!("== {label}");
-        let script = is_post.then_some(post.as_path());
-        let measure = |server: &Server| -> Result<Wrk, String> {
-            if let Some(n) = documents {
-                preload(&uri, DB, n).map_err(|e| e.to_string())?;
-            }
-            let result = wrk(&format!("{}{path}", server.url), args, script)?;
-            eprintln!(
-                "   {:<16} {:>9.0} req/s",
-                server.name, result.requests_per_second
-            );
-            Ok(result)
-        };
-        let (mut service_runs, mut axum_runs) = (Vec::new(), Vec::new());
-        let (mut service_cpu, mut axum_cpu) = (0.0, 0.0);
-        let (mut service_switches, mut axum_switches) = (0.0, 0.0);
-        for round in 0..args.rounds {
-            // Alternating which goes first, so that neither always follows the other.
-            let order: [&Server; 2] = if round % 2 == 0 {
-                [&service, &axum]
-            } else {
-                [&axum, &service]
-            };
-            for server in order {
-                let before = server.process.cpu_seconds().unwrap_or(0.0);
-                let switches_before = server.process.context_switches().unwrap_or(0);
-                let result = measure(server)?;
-                let used = server.process.cpu_seconds().unwrap_or(0.0) - before;
-                let switched = server
-                    .process
-                    .context_switches()
-                    .unwrap_or(0)
-                    .saturating_sub(switches_before);
-                let requests = result.requests.max(1) as f64;
-                if std::ptr::eq(server, &service) {
-                    service_cpu += used / requests;
-                    service_switches += switched as f64 / requests;
-                    service_runs.push(result);
-                } else {
-                    axum_cpu += used / requests;
-                    axum_switches += switched as f64 / requests;
-                    axum_runs.push(result);
-                }
-            }
-        }
-        let floor_rate = match (path, documents) {
-            ("/", _) => Some(("tiny_http".to_owned(), measure(&floor)?.requests_per_second)),
-            (_, Some(n)) => {
-                preload(&uri, DB, n).map_err(|e| e.to_string())?;
-                let scenario = if is_post {
-                    Scenario::Insert
-                } else {
-                    Scenario::List
-                };
-                let report = load::run(&driver, &spec(args, scenario, None));
-                Some(("driver".to_owned(), report.requests_per_second))
-            }
-            _ => None,
-        };
-        let flask_result = measure(&flask)?;
-        let mut gunicorn_results = Vec::new();
-        for (workers, server) in &gunicorns {
-            gunicorn_results.push((*workers, measure(server)?));
-        }
-        rows.push(Row {
-            scenario: label.to_owned(),
-            service: median(service_runs),
-            axum: median(axum_runs),
-            floor: floor_rate,
-            flask: flask_result,
-            gunicorn: gunicorn_results,
-            service_cpu_us: service_cpu / args.rounds as f64 * 1e6,
-            axum_cpu_us: axum_cpu / args.rounds as f64 * 1e6,
-            service_switches: service_switches / args.rounds as f64,
-            axum_switches: axum_switches / args.rounds as f64,
-        });
+/// One wrk run of `case` against `server`, the collection filled first.
+fn measure(args: &SuiteArgs, db: &Database, case: &Case, server: &Server) -> Result<Wrk, String> {
+    if let Some(n) = case.documents {
+        preload(&db.uri, DB, n).map_err(|e| e.to_string())?;
+    }
+    let result = wrk(
+        &format!("{}{}", server.url, case.path),
+        args,
+        case.script.as_deref(),
+    )?;
+    eprintln!(
+        "   {:<16} {:>9.0} req/s",
+        server.name, result.requests_per_second
+    );
+    Ok(result)
+}
+
+/// A server's runs of one scenario, and what each request cost it on average.
+#[derive(Default)]
+struct Rounds {
+    runs: Vec<Wrk>,
+    cpu_seconds: f64,
+    switches: f64,
+}
+
+impl Rounds {
+    fn measure(
+        &mut self,
+        args: &SuiteArgs,
+        db: &Database,
+        case: &Case,
+        server: &Server,
+    ) -> Result<(), String> {
+        let cpu = server.process.cpu_seconds().unwrap_or(0.0);
+        let switches = server.process.context_switches().unwrap_or(0);
+        let result = measure(args, db, case, server)?;
+        let requests = result.requests.max(1) as f64;
+        self.cpu_seconds += (server.process.cpu_seconds().unwrap_or(0.0) - cpu) / requests;
+        let switched = server
+            .process
+            .context_switches()
+            .unwrap_or(0)
+            .saturating_sub(switches);
+        self.switches += switched as f64 / requests;
+        self.runs.push(result);
+        Ok(())
     }
 
-    // What wrk cannot do: a fixed mix of reads and writes, with this crate's generator.
+    fn per_request_us(&self) -> f64 {
+        self.cpu_seconds / self.runs.len().max(1) as f64 * 1e6
+    }
+
+    fn switches_per_request(&self) -> f64 {
+        self.switches / self.runs.len().max(1) as f64
+    }
+}
+
+fn measure_case(
+    args: &SuiteArgs,
+    db: &Database,
+    servers: &Servers,
+    case: &Case,
+) -> Result<Row, String> {
+    eprintln!("== {}", case.label);
+    let (mut service, mut axum) = (Rounds::default(), Rounds::default());
+    for round in 0..args.rounds {
+        // Alternating which goes first, so that neither always follows the other.
+        if round % 2 == 0 {
+            service.measure(args, db, case, &servers.service)?;
+            axum.measure(args, db, case, &servers.axum)?;
+        } else {
+            axum.measure(args, db, case, &servers.axum)?;
+            service.measure(args, db, case, &servers.service)?;
+        }
+    }
+    let floor = match (case.path, case.documents) {
+        ("/", _) => Some((
+            "tiny_http".to_owned(),
+            measure(args, db, case, &servers.floor)?.requests_per_second,
+        )),
+        (_, Some(n)) => {
+            preload(&db.uri, DB, n).map_err(|e| e.to_string())?;
+            let scenario = if case.script.is_some() {
+                Scenario::Insert
+            } else {
+                Scenario::List
+            };
+            let report = load::run(&servers.driver, &spec(args, scenario, None));
+            Some(("driver".to_owned(), report.requests_per_second))
+        }
+        _ => None,
+    };
+    let flask = measure(args, db, case, &servers.flask)?;
+    let mut gunicorn = Vec::new();
+    for (workers, server) in &servers.gunicorns {
+        gunicorn.push((*workers, measure(args, db, case, server)?));
+    }
+    Ok(Row {
+        scenario: case.label.to_owned(),
+        service_cpu_us: service.per_request_us(),
+        axum_cpu_us: axum.per_request_us(),
+        service_switches: service.switches_per_request(),
+        axum_switches: axum.switches_per_request(),
+        service: median(service.runs),
+        axum: median(axum.runs),
+        floor,
+        flask,
+        gunicorn,
+    })
+}
+
+/// What wrk cannot do: a fixed mix of reads and writes, with this crate's generator.
+fn measure_mixed(
+    args: &SuiteArgs,
+    db: &Database,
+    servers: &Servers,
+) -> Result<Vec<(String, f64, u64)>, String> {
     eprintln!("== GET /data + 10 % POST (bench run)");
     let mut mixed = Vec::new();
-    for server in [&service, &axum, &flask] {
-        preload(&uri, DB, 100).map_err(|e| e.to_string())?;
+    for server in [&servers.service, &servers.axum, &servers.flask] {
+        preload(&db.uri, DB, 100).map_err(|e| e.to_string())?;
         let mut spec = spec(args, Scenario::Mixed, Some(args.mixed_requests));
         spec.duration = Duration::from_secs(600);
         let report = load::run(&Http::new(&server.url), &spec);
@@ -325,31 +431,18 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
             report.errors(),
         ));
     }
-    // That generator's own ceiling: its rate, and wrk's, against the trivial server.
-    let ours = load::run(&Http::new(&floor.url), &spec(args, Scenario::Root, None));
-    let theirs = wrk(&format!("{}/", floor.url), args, None)?;
-    let ceiling = (ours.requests_per_second, theirs.requests_per_second);
+    Ok(mixed)
+}
 
-    let results = Results {
-        machine: machine(),
-        rows,
-        mixed,
-        load_generator_ceiling: ceiling,
-        footprint: Footprint {
-            service_idle_rss_mib: idle_rss as f64 / 1024.0,
-            service_peak_rss_mib: service.process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
-            axum_peak_rss_mib: axum.process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
-            start_to_ready_ms: start_to_ready.as_secs_f64() * 1000.0,
-            image_bytes: args.image.as_deref().and_then(image_size),
-        },
-    };
-    print_tables(&results, args);
-    std::fs::write(&args.svg, plot(&results)?)
-        .map_err(|e| format!("{}: {e}", args.svg.display()))?;
-    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
-    std::fs::write(&args.json, json).map_err(|e| format!("{}: {e}", args.json.display()))?;
-    eprintln!("wrote {} and {}", args.json.display(), args.svg.display());
-    Ok(())
+fn footprint(args: &SuiteArgs, servers: &Servers) -> Footprint {
+    let peak_mib = |server: &Server| server.process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    Footprint {
+        service_idle_rss_mib: servers.service_idle_rss_kib as f64 / 1024.0,
+        service_peak_rss_mib: peak_mib(&servers.service),
+        axum_peak_rss_mib: peak_mib(&servers.axum),
+        start_to_ready_ms: servers.service_start_to_ready.as_secs_f64() * 1000.0,
+        image_bytes: args.image.as_deref().and_then(image_size),
+    }
 }
 
 fn spec(args: &SuiteArgs, scenario: Scenario, requests: Option<u64>) -> Spec {

@@ -996,30 +996,13 @@ impl EventLoop {
     }
 
     fn read_body(&mut self, slot: usize, quota: usize) -> Step {
-        let budget = self.shared.options.memory.as_ref();
         let c = &mut self.connections[slot];
         let Phase::Body(mut body) = std::mem::replace(&mut c.phase, Phase::Handling) else {
             return Step::Idle;
         };
-        let read = match &body.framing {
+        let read = match body.framing {
             BodyFraming::Length { remaining, total } => {
-                // Straight into the body: no copy.
-                let (remaining, total) = (*remaining, *total as usize);
-                let want = (remaining as usize).min(SCRATCH).min(quota.max(1));
-                body.reserve(want, total);
-                let start = body.bytes.len();
-                body.bytes.resize(start + want, 0);
-                let read = Self::read_socket(c, &mut body.bytes[start..]);
-                let got = match &read {
-                    Ok(Some(n)) => *n,
-                    _ => 0,
-                };
-                body.bytes.truncate(start + got);
-                body.framing = BodyFraming::Length {
-                    remaining: remaining - got as u64,
-                    total: total as u64,
-                };
-                read
+                Self::read_length_body(c, &mut body, remaining, total, quota)
             }
             BodyFraming::Chunked(_) => Self::read_socket(c, &mut self.scratch),
         };
@@ -1037,21 +1020,52 @@ impl EventLoop {
         };
         self.connections[slot].received += n as u64;
         if matches!(body.framing, BodyFraming::Chunked(_)) {
-            let used = match Self::decode_into(&mut body, &self.scratch[..n]) {
-                Ok(used) => used,
-                Err(refusal) => return self.reject(slot, refusal),
-            };
-            // Past the end of the body (what the client sent ahead), or past the memory
-            // granted so far: kept for later.
-            let c = &mut self.connections[slot];
-            if used < n && !c.keep_input(budget, &self.scratch[used..n]) {
-                return self.reject(slot, NO_MEMORY);
+            if let Err(refusal) = self.decode_chunks(slot, &mut body, n) {
+                return self.reject(slot, refusal);
             }
         }
         match self.body_progress(slot, body) {
             Step::Idle => Step::Progress(n),
             other => other,
         }
+    }
+
+    /// Reads at most `quota` bytes of a body of known length straight into it: no copy.
+    fn read_length_body(
+        c: &mut Connection,
+        body: &mut BodyRead,
+        remaining: u64,
+        total: u64,
+        quota: usize,
+    ) -> io::Result<Option<usize>> {
+        let want = (remaining as usize).min(SCRATCH).min(quota.max(1));
+        body.reserve(want, total as usize);
+        let start = body.bytes.len();
+        body.bytes.resize(start + want, 0);
+        let read = Self::read_socket(c, &mut body.bytes[start..]);
+        let got = match &read {
+            Ok(Some(n)) => *n,
+            _ => 0,
+        };
+        body.bytes.truncate(start + got);
+        body.framing = BodyFraming::Length {
+            remaining: remaining - got as u64,
+            total,
+        };
+        read
+    }
+
+    /// Decodes the `n` bytes of a chunked body just read into the scratch buffer. What
+    /// lies past the body's end (the client's next request) or past the memory granted so
+    /// far is kept on the connection for later.
+    fn decode_chunks(&mut self, slot: usize, body: &mut BodyRead, n: usize) -> Result<(), Refusal> {
+        let used = Self::decode_into(body, &self.scratch[..n])?;
+        let budget = self.shared.options.memory.as_ref();
+        let c = &mut self.connections[slot];
+        if used < n && !c.keep_input(budget, &self.scratch[used..n]) {
+            return Err(NO_MEMORY);
+        }
+        Ok(())
     }
 
     fn linger(&mut self, slot: usize) -> Step {

@@ -137,10 +137,13 @@ build-image arch=host_arch: docker-running
     # names the manifests and `docker run` use, so an arm64 build never replaces them.
     names=(-t mongo-api:$tag-{{arch}})
     [ {{arch}} != {{host_arch}} ] || names+=(-t {{image}} -t mongo-api:$tag)
-    # No cache: Docker's classic builder reuses a FROM-scratch step built for the other
-    # architecture, then refuses it ("does not match the specified platform").
-    docker build --quiet --no-cache -f Dockerfile.scratch --platform linux/{{arch}} --build-arg TARGET=$(just rust-target {{arch}}) \
-        --build-arg VERSION={{version}} --build-arg REVISION={{commit}} "${names[@]}" .
+    # The context is the binary alone (8 MB sent, not the repository); no cache, since
+    # Docker's classic builder would reuse a step it built for the other architecture.
+    context=target/image-context/{{arch}}
+    rm -rf $context && mkdir -p $context
+    cp target/$(just rust-target {{arch}})/release/mongo-api $context/
+    docker build --quiet --no-cache -f Dockerfile.scratch --platform linux/{{arch}} \
+        --build-arg VERSION={{version}} --build-arg REVISION={{commit}} "${names[@]}" $context
     docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
 
 # Push the amd64 and arm64 images and one multi-arch index to REGISTRY (ghcr.io/you, docker.io/you; log in first)
@@ -255,7 +258,16 @@ with-docker registry +command:
     dockerd_pid=$!
     # dockerd leaves its network namespace mounted under exec-root, and may leave the
     # data root mounted; its containerd can still be writing there for a moment.
-    trap 'kill $dockerd_pid; wait $dockerd_pid 2>/dev/null; umount -l $dir/exec/netns/default $dir/data 2>/dev/null; rm -rf $dir 2>/dev/null || { sleep 2; rm -rf $dir; }' EXIT
+    # Nothing in it may fail: under `set -e` a failing command would end the trap early
+    # and replace the recipe's exit status with its own.
+    stop() {
+        set +e
+        kill $dockerd_pid
+        wait $dockerd_pid
+        umount -l $dir/exec/netns/default $dir/data
+        rm -rf $dir || { sleep 2; rm -rf $dir; }
+    } 2>/dev/null
+    trap stop EXIT
     export DOCKER_HOST=unix://$dir/docker.sock
     just wait 30 "the private Docker engine" docker info
     "$@"

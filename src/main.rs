@@ -10,8 +10,9 @@ use mongo_api::shutdown::Shutdown;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read when it starts (README, "Memory", says how they were
-/// measured): two arenas; per-thread caches kept small, since every connection has a
-/// thread; small freed pages returned to the system after 200 ms, and allocations of
+/// measured): two arenas; per-thread caches kept small (the event loops, the workers and
+/// the driver's threads each have one, and every cached byte is outside the budget); small
+/// freed pages returned to the system after 200 ms, and allocations of
 /// 256 KiB or more (bodies, documents, batches: what the request budget counts) at once,
 /// so that resident memory follows the budget.
 #[cfg(target_env = "musl")]

@@ -109,8 +109,8 @@ pub struct HttpSettings {
     #[arg(long, env = "IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub io_threads: Option<u16>,
 
-    /// Worker threads for requests that need MongoDB; the MongoDB connection pool has one
-    /// more connection, for readiness pings
+    /// Worker threads for requests that need MongoDB, each with a MongoDB session (and
+    /// connection) of its own
     #[arg(long, env = "WORKERS", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
@@ -128,8 +128,10 @@ pub struct HttpSettings {
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub request_memory_mib: u64,
 
-    /// Connections served at once; beyond it a newcomer takes the slot of the connection
-    /// that has waited longest for a complete request, or gets 503 if all are being answered
+    /// Connections served at once; beyond it a newcomer takes the slot of an idle or slow
+    /// connection (the oldest idle one first; never a steady request or one being
+    /// answered), or gets 503 if none can make room. The memory limit must cover it
+    /// (README, "Memory")
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
@@ -144,7 +146,8 @@ pub struct HttpSettings {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
-    /// Seconds writing one response may take before the connection is cut
+    /// Seconds a client may go without taking a byte of its response before the connection
+    /// is cut (one that keeps reading gets the whole response, however long it takes)
     #[arg(long, env = "RESPONSE_TIMEOUT_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub response_timeout_secs: u64,

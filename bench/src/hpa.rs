@@ -24,7 +24,7 @@ pub struct HpaArgs {
     documents: u64,
     /// CPU milliseconds one GET /data of those documents costs the service (measured by
     /// `just bench`); the load is sized from it
-    #[arg(long, default_value_t = 0.57)]
+    #[arg(long, default_value_t = 0.36)]
     cpu_ms_per_request: f64,
     /// How many times the HPA's target the load asks of the minimum replicas
     #[arg(long, default_value_t = 3.0)]

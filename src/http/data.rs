@@ -1,5 +1,6 @@
 //! `GET /data` and `POST /data`.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +106,7 @@ impl Handler {
             continuation: store::Continuation::default(),
             array: JsonArray::new(true),
             started: false,
+            current: None,
         };
         let (bytes, memory) = listing.piece().map_err(|e| match e {
             ListingError::Store(e) => self.store_error(e),
@@ -235,7 +237,8 @@ fn check_content_type(rq: &Request) -> Result<(), ApiError> {
 }
 
 /// The whole collection as one JSON array, a batch at a time. Each piece is one batch
-/// (up to `BATCH_SIZE` documents, at most one 16 MiB reply): the first fetched by the
+/// (up to `BATCH_SIZE` documents, at most one 16 MiB reply), or the part of one that the
+/// memory budget grants without waiting (see [`Listing::piece`]): the first fetched by the
 /// request's worker, the rest through a cursor opened strictly after the first batch's
 /// last `_id` and advanced by whichever worker takes the turn, once the connection has
 /// written the previous piece. A slow reader holds its connection, one piece of memory
@@ -256,44 +259,69 @@ struct Listing {
     continuation: store::Continuation,
     array: JsonArray,
     started: bool,
+    /// The batch being sent, while some of it is not yet encoded.
+    current: Option<Current>,
+}
+
+/// A fetched batch and how far its encoding has got.
+struct Current {
+    batch: store::Batch,
+    /// The next document to encode.
+    next: usize,
+    /// The last batch of the listing: nothing follows it on the server.
+    last: bool,
 }
 
 impl Listing {
-    /// The next piece, with the memory it holds until written: the next batch as JSON.
+    /// The next piece, with the memory it holds until written: the rest of the current
+    /// batch as JSON, or of the next one.
+    ///
+    /// A piece that has a document in it grows only as far as the budget grants at once;
+    /// past that it is sent as it is, and the batch goes on in the next piece, once this
+    /// one is written and its memory is back. Only an empty piece waits for memory. Two
+    /// listings that each held a batch and a half-grown piece while waiting for the other
+    /// to give memory back would otherwise wait out `MIDWAY_MEMORY_WAIT` and one be cut.
     fn piece(&mut self) -> Result<(Vec<u8>, Grant), ListingError> {
-        let admitted = self.started;
-        let wait = if admitted {
+        let wait = if self.started {
             MIDWAY_MEMORY_WAIT
         } else {
             self.wait
         };
-        let batch = {
-            let _fetching = self.permits.acquire(wait).ok_or(StoreError::Busy)?;
-            match (&self.after, admitted) {
-                (Some(after), true) => self.store.fetch_more(&mut self.continuation, after)?,
-                _ => {
-                    let query = ListQuery {
-                        after: self.after.clone(),
-                        limit: BATCH_SIZE,
-                    };
-                    self.store.fetch(&query, admitted)?
-                }
-            }
+        let mut current = match self.current.take() {
+            Some(current) => current,
+            None => self.fetch(wait)?,
         };
-        self.started = true;
         // A second grant of a listing that holds one: it does not queue behind new ones.
         let mut memory = self
             .memory
             .acquire_admitted(PIECE_RESERVE, wait)
             .ok_or(EncodeError::NoMemory)?;
         let mut bytes = Vec::with_capacity(PIECE_RESERVE as usize);
+        let encoded = Cell::new(0usize);
         {
-            let mut room = |capacity: usize| memory.resize(capacity as u64, wait);
-            let mut out = JsonOut::new(&mut bytes, &mut room);
+            let mut hold = |capacity: usize| {
+                let capacity = capacity as u64;
+                if encoded.get() == 0 {
+                    memory.resize(capacity, wait)
+                } else {
+                    capacity <= memory.amount() || memory.try_grow(capacity - memory.amount())
+                }
+            };
+            let mut out = JsonOut::new(&mut bytes, &mut hold);
             let mut last = None;
-            for document in batch.documents() {
+            for document in current.batch.documents().skip(current.next) {
                 let document = document?;
-                self.array.push(document, &mut out)?;
+                let mark = out.len();
+                match self.array.push(document, &mut out) {
+                    Ok(()) => {}
+                    Err(EncodeError::NoMemory) if encoded.get() > 0 => {
+                        out.truncate(mark);
+                        break;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+                encoded.set(encoded.get() + 1);
+                current.next += 1;
                 last = Some(document);
             }
             if let Some(last) = last {
@@ -301,18 +329,49 @@ impl Listing {
                 self.after =
                     Some(Bson::try_from(id).map_err(|e| StoreError::Internal(e.to_string()))?);
             }
-            // The first batch: fewer than asked, and nothing left on the server. Later:
-            // the cursor has nothing left.
-            let last_batch = if admitted {
-                batch.is_complete()
-            } else {
-                batch.is_complete() && batch.len() < BATCH_SIZE as usize
-            };
-            if last_batch {
-                self.array.close(&mut out)?;
+            let done = current.next == current.batch.len();
+            let closed = done
+                && current.last
+                && match self.array.close(&mut out) {
+                    Ok(()) => true,
+                    Err(EncodeError::NoMemory) if encoded.get() > 0 => false,
+                    Err(error) => return Err(error.into()),
+                };
+            if !done || (current.last && !closed) {
+                self.current = Some(current);
             }
         }
         Ok((bytes, memory))
+    }
+
+    /// The next batch: the first through the request's query, the rest through the
+    /// listing's cursor.
+    fn fetch(&mut self, wait: Duration) -> Result<Current, StoreError> {
+        let admitted = self.started;
+        let _fetching = self.permits.acquire(wait).ok_or(StoreError::Busy)?;
+        let batch = match (&self.after, admitted) {
+            (Some(after), true) => self.store.fetch_more(&mut self.continuation, after)?,
+            _ => {
+                let query = ListQuery {
+                    after: self.after.clone(),
+                    limit: BATCH_SIZE,
+                };
+                self.store.fetch(&query, admitted)?
+            }
+        };
+        self.started = true;
+        // The first batch: fewer than asked, and nothing left on the server. Later: the
+        // cursor has nothing left.
+        let last = if admitted {
+            batch.is_complete()
+        } else {
+            batch.is_complete() && batch.len() < BATCH_SIZE as usize
+        };
+        Ok(Current {
+            batch,
+            next: 0,
+            last,
+        })
     }
 }
 

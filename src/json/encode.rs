@@ -44,6 +44,11 @@ impl<'o, 'h> JsonOut<'o, 'h> {
         self.out.is_empty()
     }
 
+    /// Drops what was written after the first `len` bytes (a document that did not fit).
+    pub fn truncate(&mut self, len: usize) {
+        self.out.truncate(len);
+    }
+
     pub fn push(&mut self, byte: u8) -> Result<(), EncodeError> {
         self.reserve(1)?;
         self.out.push(byte);

@@ -311,8 +311,72 @@ fn ten_thousand_idle_keep_alive_connections_fit_in_the_pod_and_are_all_answered(
     assert_eq!(answered, CLIENTS, "some connections were lost");
     assert!(newcomer < Duration::from_millis(100), "{newcomer:?}");
     assert!(
-        per_connection <= 8 * 1024,
-        "{per_connection} bytes per idle connection"
+        per_connection <= mongo_api::settings::MEMORY_PER_CONNECTION,
+        "{per_connection} bytes per idle connection: more than the memory formula counts"
     );
     drop(clients);
+}
+
+/// Opens `count` connections that each send `bytes` of a head and nothing more.
+fn partial_heads(addr: std::net::SocketAddr, count: usize, bytes: usize) -> Vec<TcpStream> {
+    let mut head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Fill: ".to_vec();
+    head.resize(bytes, b'a');
+    (0..count)
+        .map(|i| {
+            let mut stream =
+                TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            // A connection the server refused meanwhile is one fewer, not a failure.
+            let _ = stream.write_all(&head);
+            stream
+        })
+        .collect()
+}
+
+#[test]
+fn connections_holding_partial_heads_cost_their_bytes_from_the_budget_and_stay_inside_the_limit() {
+    crate::support::raise_fd_limit();
+    let mongo = Mongo::shared();
+    let db = mongo.fresh_db("heads");
+    let mut pod = start(&mongo, &db);
+    let addr = pod.service.addr;
+    std::thread::sleep(Duration::from_millis(300));
+    let before = pod.memory();
+    // A thousand 4 KiB partial heads: what each costs beyond its bytes.
+    const HEAD: usize = 4096;
+    let first = partial_heads(addr, 1_000, HEAD);
+    std::thread::sleep(Duration::from_millis(300));
+    let held = pod.memory();
+    // Then the worst shape: every slot the Deployment allows sending 7 KiB (just under
+    // `max_head_bytes`), 82 MiB of heads against a 48 MiB budget; the budget refuses
+    // those it cannot hold (503), and probes still answer.
+    let rest = partial_heads(addr, max_connections() - 1_000, 7 * 1024);
+    let probe = Instant::now();
+    assert_eq!(
+        http::get(&pod.service.management_url("/healthz")).status,
+        200
+    );
+    let probe = probe.elapsed();
+    let report = pod.assert_within_limit("12,000 partial heads");
+    drop((first, rest));
+    assert_eq!(
+        http::get(&pod.service.url("/")).status,
+        200,
+        "served again afterwards"
+    );
+    let (Some(now), Some(base)) = (held.cgroup_now, before.cgroup_now) else {
+        eprintln!("per-connection cost SKIPPED: no cgroup");
+        return;
+    };
+    let per_connection = now.saturating_sub(base) / 1_000;
+    eprintln!(
+        "1,000 connections holding {HEAD} bytes of a head: {per_connection} bytes each \
+         (user and kernel); then every slot holding 7 KiB: {report}; /healthz in {probe:?}"
+    );
+    assert!(probe < Duration::from_millis(500), "{probe:?}");
+    // The head's bytes are the budget's; what the connection costs beside them is what
+    // the memory formula counts.
+    assert!(
+        per_connection <= HEAD as u64 + mongo_api::settings::MEMORY_PER_CONNECTION,
+        "{per_connection} bytes per connection holding {HEAD} bytes of a head"
+    );
 }

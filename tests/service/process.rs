@@ -260,7 +260,13 @@ fn large_collection_is_streamed_in_bounded_memory() {
     let service = Process::start(&env);
     assert_eq!(http::get(&service.url("/readyz")).status, 200);
 
-    let mut response = http::agent().get(&service.url("/data")).call().unwrap();
+    // The debug build encodes 57 MB in tens of seconds on a loaded 2-core machine: this
+    // test is about memory, so the client waits longer than the shared agent's 60 s.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into();
+    let mut response = agent.get(&service.url("/data")).call().unwrap();
     assert_eq!(response.status().as_u16(), 200, "{}", service.output());
     let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
     let mut counting = CountingReader {

@@ -317,6 +317,15 @@ fn ten_thousand_idle_keep_alive_connections_fit_in_the_pod_and_are_all_answered(
     drop(clients);
 }
 
+/// Whether the server has already answered `stream` with `status` (without waiting).
+fn answered(stream: &mut TcpStream, status: u16) -> bool {
+    let mut start = [0; 12];
+    stream.set_nonblocking(true).unwrap();
+    let read = stream.read(&mut start);
+    stream.set_nonblocking(false).unwrap();
+    matches!(read, Ok(12)) && start.ends_with(format!(" {status}").as_bytes())
+}
+
 /// Opens `count` connections that each send `bytes` of a head and nothing more.
 fn partial_heads(addr: std::net::SocketAddr, count: usize, bytes: usize) -> Vec<TcpStream> {
     let mut head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Fill: ".to_vec();
@@ -349,15 +358,21 @@ fn connections_holding_partial_heads_cost_their_bytes_from_the_budget_and_stay_i
     // Then the worst shape: every slot the Deployment allows sending 7 KiB (just under
     // `max_head_bytes`), 82 MiB of heads against a 48 MiB budget; the budget refuses
     // those it cannot hold (503), and probes still answer.
-    let rest = partial_heads(addr, max_connections() - 1_000, 7 * 1024);
+    let mut rest = partial_heads(addr, max_connections() - 1_000, 7 * 1024);
     let probe = Instant::now();
     assert_eq!(
         http::get(&pod.service.management_url("/healthz")).status,
         200
     );
     let probe = probe.elapsed();
+    let refused = rest
+        .iter_mut()
+        .map(|s| answered(s, 503))
+        .filter(|&a| a)
+        .count();
     let report = pod.assert_within_limit("12,000 partial heads");
     drop((first, rest));
+    assert!(refused > 0, "82 MiB of heads held in a 48 MiB budget");
     assert_eq!(
         http::get(&pod.service.url("/")).status,
         200,
@@ -370,7 +385,8 @@ fn connections_holding_partial_heads_cost_their_bytes_from_the_budget_and_stay_i
     let per_connection = now.saturating_sub(base) / 1_000;
     eprintln!(
         "1,000 connections holding {HEAD} bytes of a head: {per_connection} bytes each \
-         (user and kernel); then every slot holding 7 KiB: {report}; /healthz in {probe:?}"
+         (user and kernel); then every slot holding 7 KiB: {report}; {refused} refused; \
+         /healthz in {probe:?}"
     );
     assert!(probe < Duration::from_millis(500), "{probe:?}");
     // The head's bytes are the budget's; what the connection costs beside them is what

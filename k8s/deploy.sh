@@ -129,10 +129,11 @@ driver() {
 # CPUs the node may use. The docker and podman drivers give `--cpus` as a CFS quota on
 # the node's container, while the node reports the host's cores as its capacity.
 node_cpus() {
-    local nano=0
-    case "$(driver)" in
+    local nano=0 driver
+    driver=$(driver)
+    case "$driver" in
         docker | podman)
-            nano=$(command "$(driver)" inspect -f '{{.HostConfig.NanoCpus}}' "$PROFILE" 2>/dev/null || echo 0)
+            nano=$(command "$driver" inspect -f '{{.HostConfig.NanoCpus}}' "$PROFILE" 2>/dev/null || echo 0)
             ;;
     esac
     if [ "${nano:-0}" -gt 0 ]; then

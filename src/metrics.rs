@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc, Describer};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -18,7 +20,36 @@ pub struct Metrics {
     in_flight: IntGauge,
     mongo_errors: IntCounterVec,
     insert_batches: Histogram,
-    log_lines_dropped: IntCounter,
+}
+
+/// `log_lines_dropped_total`, read from the logger's own count at each scrape: nothing
+/// to keep in step, however many scrapes run at once.
+struct LogLinesDropped {
+    opts: Opts,
+    desc: Desc,
+}
+
+impl LogLinesDropped {
+    fn new() -> Self {
+        let opts = Opts::new(
+            "log_lines_dropped_total",
+            "Log lines dropped because stdout did not take them in time",
+        );
+        let desc = opts.describe().expect("valid metric");
+        LogLinesDropped { opts, desc }
+    }
+}
+
+impl Collector for LogLinesDropped {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let counter = IntCounter::with_opts(self.opts.clone()).expect("valid metric");
+        counter.inc_by(crate::logging::dropped_lines());
+        counter.collect()
+    }
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -73,23 +104,18 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .expect("valid metric");
-        let log_lines_dropped = IntCounter::new(
-            "log_lines_dropped_total",
-            "Log lines dropped because stdout did not take them in time",
-        )
-        .expect("valid metric");
         // Known label sets start at 0, so that rates and alerts work before the first error.
         for kind in MONGO_ERROR_KINDS {
             mongo_errors.with_label_values(&[*kind]);
         }
         let registry = Registry::new();
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()) as Box<dyn Collector>,
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(mongo_errors.clone()),
             Box::new(insert_batches.clone()),
-            Box::new(log_lines_dropped.clone()),
+            Box::new(LogLinesDropped::new()),
         ] {
             registry
                 .register(collector)
@@ -102,7 +128,6 @@ impl Metrics {
             in_flight,
             mongo_errors,
             insert_batches,
-            log_lines_dropped,
         }
     }
 
@@ -133,10 +158,6 @@ impl Metrics {
 
     /// The exposition text and its content type.
     pub fn render(&self) -> (Vec<u8>, &'static str) {
-        let dropped = crate::logging::dropped_lines();
-        let counted = self.log_lines_dropped.get();
-        self.log_lines_dropped
-            .inc_by(dropped.saturating_sub(counted));
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -187,6 +208,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("http_requests_in_flight 0"), "{text}");
+        assert!(
+            text.contains("# TYPE log_lines_dropped_total counter\nlog_lines_dropped_total "),
+            "{text}"
+        );
         assert!(
             text.contains(r#"mongodb_errors_total{kind="unavailable"} 1"#),
             "{text}"

@@ -269,7 +269,7 @@ pub fn timeline(samples: &[Sample], target_percent: u32) -> Result<String, Strin
             ))
             .map_err(err)?
             .label("replicas")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], SERVICE.stroke_width(2)));
+            .legend(line_key(SERVICE.stroke_width(2)));
         chart
             .draw_secondary_series(LineSeries::new(
                 samples
@@ -279,7 +279,7 @@ pub fn timeline(samples: &[Sample], target_percent: u32) -> Result<String, Strin
             ))
             .map_err(err)?
             .label("CPU")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], CPU.stroke_width(2)));
+            .legend(line_key(CPU.stroke_width(2)));
         chart
             .draw_secondary_series(DashedLineSeries::new(
                 [
@@ -292,7 +292,7 @@ pub fn timeline(samples: &[Sample], target_percent: u32) -> Result<String, Strin
             ))
             .map_err(err)?
             .label(format!("target {target_percent}%"))
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], CPU.stroke_width(1)));
+            .legend(line_key(CPU.stroke_width(1)));
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
@@ -303,6 +303,11 @@ pub fn timeline(samples: &[Sample], target_percent: u32) -> Result<String, Strin
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// A legend's sample of a line drawn in `style`.
+fn line_key(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new([(x, y), (x + 12, y)], style)
 }
 
 fn err(e: impl std::fmt::Display) -> String {

@@ -456,31 +456,25 @@ impl Store {
         after: &Bson,
         memory: Grant,
     ) -> Result<Batch, StoreError> {
-        let timeout = self.timeout;
         let documents = &self.continuations.documents;
-        let next = self.continuations.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                if continuation.cursor.is_none() {
-                    let cursor = documents
-                        .find(after_filter(Some(after)))
-                        .sort(doc! { "_id": 1 })
-                        .batch_size(BATCH_SIZE)
-                        .batch()
-                        .await?;
-                    continuation.cursor = Some(cursor);
-                }
-                match continuation.cursor.as_mut() {
-                    Some(cursor) => cursor.next().await.transpose(),
-                    None => Ok(None),
-                }
-            })
-            .await
-        });
+        let next = run_on(&self.continuations.runtime, self.timeout, async {
+            if continuation.cursor.is_none() {
+                let cursor = documents
+                    .find(after_filter(Some(after)))
+                    .sort(doc! { "_id": 1 })
+                    .batch_size(BATCH_SIZE)
+                    .batch()
+                    .await?;
+                continuation.cursor = Some(cursor);
+            }
+            match continuation.cursor.as_mut() {
+                Some(cursor) => cursor.next().await.transpose(),
+                None => Ok(None),
+            }
+        })?;
         match next {
-            Ok(Ok(Some(reply))) => Batch::new(reply, memory),
-            Ok(Ok(None)) => Ok(Batch::empty(memory)),
-            Ok(Err(e)) => Err(StoreError::from(e)),
-            Err(_) => Err(timed_out(timeout)),
+            Some(reply) => Batch::new(reply, memory),
+            None => Ok(Batch::empty(memory)),
         }
     }
 
@@ -590,13 +584,19 @@ impl Session {
         timeout: Duration,
         operation: impl Future<Output = mongodb::error::Result<T>>,
     ) -> Result<T, StoreError> {
-        match self
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, operation).await })
-        {
-            Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(timed_out(timeout)),
-        }
+        run_on(&self.runtime, timeout, operation)
+    }
+}
+
+/// Runs one operation on `runtime` to completion, or gives up at the deadline.
+fn run_on<T>(
+    runtime: &Runtime,
+    timeout: Duration,
+    operation: impl Future<Output = mongodb::error::Result<T>>,
+) -> Result<T, StoreError> {
+    match runtime.block_on(async { tokio::time::timeout(timeout, operation).await }) {
+        Ok(result) => result.map_err(StoreError::from),
+        Err(_) => Err(timed_out(timeout)),
     }
 }
 

@@ -205,13 +205,7 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
 /// Lists on a raw connection: the status, and how many documents arrived complete (a
 /// listing cut short has fewer).
 fn list(addr: std::net::SocketAddr) -> (u16, usize) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream
-        .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let stream = crate::support::http::request_listing(addr);
     let mut reader = std::io::BufReader::new(stream);
     let Some(response) = crate::support::http::read_response(&mut reader) else {
         return (0, 0);

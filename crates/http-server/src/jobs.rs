@@ -117,23 +117,25 @@ impl Jobs {
     /// The next request if one is queued, running the turns of streamed bodies queued
     /// before it; never waits.
     pub(crate) fn try_next(&self) -> Result<Request, NoRequest> {
-        let mut state = self.lock();
-        loop {
-            if let Some(turn) = state.turns.pop_front() {
-                drop(state);
-                turn.run();
-                state = self.lock();
-                continue;
-            }
-            if let Some(request) = state.requests.pop_front() {
-                return Ok(request);
-            }
-            return Err(if state.closed {
-                NoRequest::Closed
-            } else {
-                NoRequest::Empty
-            });
+        self.take(self.lock()).1
+    }
+
+    /// Runs the queued turns, then takes the next request; hands the lock back with it.
+    fn take<'j>(
+        &'j self,
+        mut state: MutexGuard<'j, State>,
+    ) -> (MutexGuard<'j, State>, Result<Request, NoRequest>) {
+        while let Some(turn) = state.turns.pop_front() {
+            drop(state);
+            turn.run();
+            state = self.lock();
         }
+        let next = match state.requests.pop_front() {
+            Some(request) => Ok(request),
+            None if state.closed => Err(NoRequest::Closed),
+            None => Err(NoRequest::Empty),
+        };
+        (state, next)
     }
 
     /// A future that completes once there is work (or the queue has closed).
@@ -149,22 +151,17 @@ impl Jobs {
     pub(crate) fn next_request(&self) -> Option<Request> {
         let mut state = self.lock();
         loop {
-            if let Some(turn) = state.turns.pop_front() {
-                drop(state);
-                turn.run();
-                state = self.lock();
-                continue;
+            let (held, next) = self.take(state);
+            match next {
+                Ok(request) => return Some(request),
+                Err(NoRequest::Closed) => return None,
+                Err(NoRequest::Empty) => {
+                    state = self
+                        .ready
+                        .wait(held)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
             }
-            if let Some(request) = state.requests.pop_front() {
-                return Some(request);
-            }
-            if state.closed {
-                return None;
-            }
-            state = self
-                .ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }

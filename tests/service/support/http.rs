@@ -125,6 +125,19 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> Stri
     read_until_close(&mut stream)
 }
 
+/// A fresh connection that has asked for the whole collection (and for the connection to
+/// close after it); its reads time out after 60 s.
+pub fn request_listing(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .write_all(b"GET /data HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("write request");
+    stream
+}
+
 /// Reads until EOF, a reset, or the read timeout; returns the text read.
 pub fn read_until_close(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();

@@ -316,7 +316,7 @@ fuzz seconds="60": deps-fuzz
     # cargo-fuzz passes nightly-only flags (-Zsanitizer); the only toolchain we have is
     # stable, and RUSTC_BOOTSTRAP lets it accept them.
     export RUSTC_BOOTSTRAP=1
-    echo "building the fuzz targets (instrumented; the first build takes about 8 minutes)"
+    echo "building the fuzz targets (instrumented; the first build takes about 2 minutes)"
     cargo fuzz build --release
     for target in {{fuzz_targets}}; do
         # The committed corpus seeds the run; what the run finds goes to the first

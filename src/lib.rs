@@ -7,11 +7,9 @@
 pub mod app;
 pub mod cgroup;
 pub mod http;
-pub mod json;
 pub mod logging;
 pub mod memcpy;
 pub mod metrics;
-pub mod paging;
 pub mod settings;
 pub mod shutdown;
 pub mod store;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mongo_api::json::{parse_document, write_document, JsonOut};
+use codec::json::{parse_document, write_document, JsonOut};
 
 fuzz_target!(|body: &[u8]| {
     let mut held = 0;

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mongo_api::paging::{self, Params};
-use mongodb::bson::RawBson;
+use codec::paging::{self, Params};
+use bson::RawBson;
 
 fuzz_target!(|query: &str| {
     let Ok(params) = Params::parse(query, 1000) else {

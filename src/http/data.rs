@@ -11,11 +11,11 @@ use tiny_http::Request;
 
 use super::reply::Piece;
 use super::{ApiError, Body, Handler, Reply};
-use crate::json::{self, EncodeError, JsonArray, JsonOut};
-use crate::paging;
 use crate::store::{
     self, ListQuery, Store, StoreError, BATCH_SIZE, INSERT_COPIES, MIDWAY_MEMORY_WAIT,
 };
+use codec::json::{self, EncodeError, JsonArray, JsonOut};
+use codec::paging;
 
 /// A page stops growing once its JSON passes this size, even short of `limit`.
 const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;

@@ -1,6 +1,6 @@
 //! Stored BSON documents back to JSON, written straight from the driver's raw bytes.
 
-use mongodb::bson::{Bson, RawArray, RawBsonRef, RawDocument};
+use bson::{Bson, RawArray, RawBsonRef, RawDocument};
 
 use super::grow;
 
@@ -8,7 +8,7 @@ use super::grow;
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     #[error("stored document cannot be encoded as JSON: {0}")]
-    Corrupt(#[from] mongodb::bson::raw::Error),
+    Corrupt(#[from] bson::raw::Error),
     /// The memory the JSON needed was not granted.
     #[error("no memory left to encode a stored document")]
     NoMemory,

@@ -51,7 +51,7 @@ fn grow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+    use bson::{doc, Bson, Document, RawDocumentBuf};
 
     fn parse(body: &[u8]) -> Result<Document, BodyError> {
         parse_document(body, &mut |_| true).map(|raw| raw.to_document().expect("valid BSON"))
@@ -204,9 +204,9 @@ mod tests {
     #[test]
     fn skips_id_and_writes_other_types_as_extended_json() {
         let raw = RawDocumentBuf::from_document(&doc! {
-            "_id": mongodb::bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap(),
+            "_id": bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap(),
             "nan": f64::NAN,
-            "when": mongodb::bson::DateTime::from_millis(0),
+            "when": bson::DateTime::from_millis(0),
         })
         .unwrap();
         let mut out = Vec::new();

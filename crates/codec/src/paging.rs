@@ -6,7 +6,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
+use bson::{Bson, RawBsonRef, RawDocumentBuf};
 
 /// The longest `_id` (its BSON value) the service stores: its cursor then takes at most
 /// about 1.4 KiB of a `Link` header and of the next request line, far inside the 16 KiB
@@ -97,7 +97,7 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::oid::ObjectId;
+    use bson::oid::ObjectId;
 
     #[test]
     fn round_trips_any_id_type() {
@@ -106,9 +106,9 @@ mod tests {
             Bson::Int32(7),
             Bson::Double(2.5),
             Bson::String("a/b+c".into()),
-            Bson::Document(mongodb::bson::doc! {"k": 1}),
+            Bson::Document(bson::doc! {"k": 1}),
         ] {
-            let raw = mongodb::bson::RawBson::try_from(id.clone()).unwrap();
+            let raw = bson::RawBson::try_from(id.clone()).unwrap();
             let token = encode(raw.as_raw_bson_ref());
             assert!(token
                 .bytes()

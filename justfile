@@ -318,21 +318,33 @@ fuzz seconds="60": deps-fuzz
     export RUSTC_BOOTSTRAP=1
     echo "building the fuzz targets (instrumented; the first build takes about 2 minutes)"
     cargo fuzz build --release
+    # The targets run side by side (libFuzzer uses one core each), each in its own log.
+    pids=()
+    trap 'kill ${pids[@]} 2>/dev/null || true' EXIT
     for target in {{fuzz_targets}}; do
         # The committed corpus seeds the run; what the run finds goes to the first
         # directory, outside git (`just fuzz-merge` folds it into the committed corpus).
         mkdir -p target/fuzz-corpus/$target target/fuzz-artifacts/$target
+        cargo fuzz run --release $target target/fuzz-corpus/$target fuzz/corpus/$target -- \
+            -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 \
+            -artifact_prefix=target/fuzz-artifacts/$target/ >target/fuzz-artifacts/$target.log 2>&1 &
+        pids+=($!)
+    done
+    failed=0
+    set -- {{fuzz_targets}}
+    for pid in "${pids[@]}"; do
+        target=$1; shift
         log=target/fuzz-artifacts/$target.log
         # libFuzzer exits non-zero on a crash, a leak, a timeout or running out of memory.
-        if ! cargo fuzz run --release $target target/fuzz-corpus/$target fuzz/corpus/$target -- \
-            -max_total_time={{seconds}} -rss_limit_mb=2048 -max_len=65536 \
-            -artifact_prefix=target/fuzz-artifacts/$target/ >$log 2>&1; then
+        if wait $pid; then
+            echo "$target: $(grep -E '^Done' $log)"
+        else
             tail -40 $log
             echo "$target failed: see $log and target/fuzz-artifacts/$target"
-            exit 1
+            failed=1
         fi
-        grep -E '^(Done|INFO: seed corpus)' $log
     done
+    exit $failed
 
 # Fold what `just fuzz` found into the committed corpus, keeping only inputs that add coverage
 fuzz-merge: deps-fuzz
@@ -447,8 +459,11 @@ test: deps
     # at a time: tests bound latencies (a probe within 100 ms, a write within MongoDB's
     # deadline) and measure memory, and on two cores a neighbour's load would decide them.
     MONGO_API_RELEASE_BIN="$PWD/target/{{musl_target}}/release/mongo-api" cargo test --workspace -- --test-threads 1
-    # Again through replica-set URIs (the stand-in is a one-member set), as on the operator's set.
-    TEST_MONGO_REPLICA_SET=secantus cargo test --test service -- api:: reliability:: --test-threads 1
+    # Again through replica-set URIs (the stand-in is a one-member set), as on the operator's
+    # set: the API, and what the driver does differently for a set (outages, a database that
+    # stops answering, a step-down). The rest never reaches MongoDB's topology.
+    TEST_MONGO_REPLICA_SET=secantus cargo test --test service -- --test-threads 1 api:: \
+        reliability::mongodb_outage reliability::a_mongodb_that_stops reliability::a_primary_step_down
     just test-openapi
     just fuzz 30
     just test-image

@@ -3,8 +3,9 @@
 //! static release binary started with the Deployment's own settings inside a cgroup with
 //! the Deployment's memory limit: bodies that grow most when converted, as many as there
 //! are workers; `MAX_CONNECTIONS` uploads stalled just before their end; many clients
-//! listing documents of several MiB each. What does not fit in `REQUEST_MEMORY_MIB`
-//! waits, then gets 503 with `Retry-After`; nothing is killed.
+//! listing documents of several MiB each; one listing of a collection larger than the
+//! budget. What does not fit in `REQUEST_MEMORY_MIB` waits, then gets 503 with
+//! `Retry-After`; nothing is killed.
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -200,6 +201,45 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
         "some were cut: {outcomes:?}\n{warnings:#?}"
     );
     assert_eq!(list(addr), (200, 12), "served again afterwards");
+}
+
+#[test]
+fn a_collection_larger_than_the_budget_is_listed_in_bounded_memory() {
+    let mongo = Mongo::shared();
+    let db = mongo.fresh_db("large");
+    let collection = mongo.database(&db).collection::<Document>("data");
+    for batch in 0..20 {
+        let documents: Vec<Document> = (0..5000)
+            .map(
+                |i| doc! {"batch": batch, "i": i, "text": "lorem ipsum dolor sit amet ".repeat(20)},
+            )
+            .collect();
+        collection.insert_many(documents).run().unwrap();
+    }
+    let mut pod = start(&mongo, &db);
+    let mut response = http::agent().get(&pod.service.url("/data")).call().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = Vec::new();
+    response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .reader()
+        .read_to_end(&mut body)
+        .unwrap();
+    let items: Vec<serde::de::IgnoredAny> = serde_json::from_slice(&body).expect("a JSON array");
+    assert_eq!(items.len(), 100_000);
+    let bytes = body.len();
+    assert!(bytes > 50_000_000, "only {bytes} bytes");
+    let report = pod.assert_within_limit(&format!(
+        "100,000 documents, {} MB of JSON",
+        bytes / 1_000_000
+    ));
+    // Streamed, not gathered: the whole listing costs less than its JSON, or its BSON.
+    assert!(
+        report.peak() < 40 * 1024 * 1024,
+        "{report} for a {bytes}-byte listing"
+    );
 }
 
 /// Lists on a raw connection: the status, and how many documents arrived complete (a

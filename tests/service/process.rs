@@ -241,69 +241,6 @@ fn a_connection_that_has_not_sent_its_request_yet_gets_a_moment_at_shutdown() {
 }
 
 #[test]
-fn large_collection_is_streamed_in_bounded_memory() {
-    let mongo = Mongo::shared();
-    let db = mongo.fresh_db("large");
-    let collection = mongo.database(&db).collection::<Document>("data");
-    for batch in 0..20 {
-        let documents: Vec<Document> = (0..5000)
-            .map(
-                |i| doc! {"batch": batch, "i": i, "text": "lorem ipsum dolor sit amet ".repeat(20)},
-            )
-            .collect();
-        collection.insert_many(documents).run().unwrap();
-    }
-    let mut env = mongo_env(&mongo, &db);
-    env.push(("WORKERS", "4".into()));
-    // About memory, not deadlines: room for a slow first batch on a loaded test machine.
-    env.push(("MONGO_TIMEOUT_MS", "10000".into()));
-    let service = Process::start(&env);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
-
-    // The debug build encodes 57 MB in tens of seconds on a loaded 2-core machine: this
-    // test is about memory, so the client waits longer than the shared agent's 60 s.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into();
-    let mut response = agent.get(&service.url("/data")).call().unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{}", service.output());
-    let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
-    let mut counting = CountingReader {
-        inner: &mut reader,
-        bytes: 0,
-    };
-    let items: Vec<serde::de::IgnoredAny> =
-        serde_json::from_reader(&mut counting).expect("a JSON array");
-    assert_eq!(items.len(), 100_000);
-    let bytes = counting.bytes;
-    assert!(bytes > 50_000_000, "only {bytes} bytes");
-
-    let peak_mib = service.peak_rss_kib() / 1024;
-    eprintln!(
-        "100,000 documents, {} MB of JSON, server peak RSS {peak_mib} MiB",
-        bytes / 1_000_000
-    );
-    assert!(
-        peak_mib < 40,
-        "peak RSS {peak_mib} MiB for a {bytes}-byte listing"
-    );
-}
-
-struct CountingReader<R> {
-    inner: R,
-    bytes: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-#[test]
 fn logs_are_json_lines_with_the_request_fields() {
     let mongo = Mongo::shared();
     let mut service = Process::start(&mongo_env(&mongo, &mongo.fresh_db("logs")));

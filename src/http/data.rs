@@ -248,8 +248,9 @@ fn check_content_type(rq: &Request) -> Result<(), ApiError> {
 /// sorts after the cursor's position then (a new ObjectId does), and never twice.
 struct Listing {
     store: Arc<Store>,
-    /// At most this many listings fetch at once (half the workers): holding one only
-    /// while fetching, they leave the rest to writes, pages and readiness.
+    /// At most this many listings fetch at once (half the workers, and no more than the
+    /// budget holds replies for): holding one only while fetching, they leave the rest to
+    /// writes, pages and readiness.
     permits: Arc<Permits>,
     memory: Budget,
     /// How long the first piece waits for a permit or memory (the queue timeout); later

@@ -26,9 +26,8 @@ pub struct Limits {
     max_body_bytes: u64,
     queue_timeout: Duration,
     page_limit_max: u32,
-    /// Whole-collection listings streaming at once: they stream for as long as their
-    /// clients read, so they may hold at most half the workers, and the other half always
-    /// remains for writes, pages and readiness.
+    /// Whole-collection listings fetching at once (a listing holds one only while it
+    /// fetches a batch; see [`fetching`]).
     listings: Arc<Permits>,
     /// The memory budget requests take what they hold from.
     memory: Budget,
@@ -40,10 +39,19 @@ impl Limits {
             max_body_bytes: settings.max_body_bytes,
             queue_timeout: settings.queue_timeout(),
             page_limit_max: settings.page_limit_max,
-            listings: Arc::new(Permits::new(usize::from(settings.listings()))),
+            listings: Arc::new(Permits::new(fetching(settings, &memory))),
             memory,
         }
     }
+}
+
+/// Listings fetching at once: half the workers, so that the other half always remains
+/// for writes, pages and readiness, and no more than the budget holds the largest reply
+/// for (a fetch reserves `MAX_BATCH_BYTES`): one more would only wait for memory, and
+/// wait twice, for its permit and then for memory.
+fn fetching(settings: &HttpSettings, memory: &Budget) -> usize {
+    let replies = memory.total() / crate::store::MAX_BATCH_BYTES;
+    usize::from(settings.listings()).min(replies.max(1) as usize)
 }
 
 pub struct Handler {
@@ -367,6 +375,17 @@ mod tests {
         push_digits(&mut out, 2026, 4);
         push_digits(&mut out, 5, 6);
         assert_eq!(out, b"072026000005");
+    }
+
+    #[test]
+    fn listings_fetch_no_more_at_once_than_the_budget_holds_replies_for() {
+        let mut http = crate::settings::Settings::defaults().http;
+        http.workers = 16;
+        let mib = |n: u64| Budget::new(n * 1024 * 1024);
+        // 48 MiB holds two replies of 16 MiB and their envelope, not three.
+        assert_eq!(fetching(&http, &mib(48)), 2);
+        assert_eq!(fetching(&http, &mib(512)), 8, "half the workers at most");
+        assert_eq!(fetching(&http, &mib(4)), 1, "one, whatever the budget");
     }
 
     #[test]

@@ -46,19 +46,37 @@ impl<T, R> Default for Batcher<T, R> {
 }
 
 impl<T, R> State<T, R> {
-    /// Hands each submitter of a batch its result, wakes it, and wakes the first of those
-    /// queued meanwhile to lead the next write.
-    fn finish(&mut self, own: u64, batch: Vec<(u64, Thread)>, results: impl Iterator<Item = R>) {
+    /// Hands each submitter of a batch its result but the leader (`own`), whose result
+    /// it returns, with who to wake once the lock is released (woken under it, each would
+    /// at once block on the lock again): those submitters, and the first of those queued
+    /// meanwhile, to lead the next write.
+    fn finish(
+        &mut self,
+        own: u64,
+        batch: Vec<(u64, Thread)>,
+        results: impl Iterator<Item = R>,
+    ) -> (Option<R>, Vec<Thread>) {
+        let mut mine = None;
+        let mut wake = Vec::with_capacity(batch.len());
         for ((ticket, waiter), result) in batch.into_iter().zip(results) {
-            self.results.insert(ticket, result);
-            if ticket != own {
-                waiter.unpark();
+            if ticket == own {
+                mine = Some(result);
+            } else {
+                self.results.insert(ticket, result);
+                wake.push(waiter);
             }
         }
         self.writing = false;
         if let Some(next) = self.queued.first() {
-            next.waiter.unpark();
+            wake.push(next.waiter.clone());
         }
+        (mine, wake)
+    }
+}
+
+fn wake(threads: Vec<Thread>) {
+    for thread in threads {
+        thread.unpark();
     }
 }
 
@@ -82,7 +100,8 @@ impl<T, R: Clone> Drop for Leading<'_, T, R> {
             .filter(|(t, _)| *t != self.own)
             .collect();
         let failed = std::iter::repeat(self.failed.clone());
-        self.batcher.lock().finish(self.own, batch, failed);
+        let (_, woken) = self.batcher.lock().finish(self.own, batch, failed);
+        wake(woken);
     }
 }
 
@@ -144,13 +163,18 @@ impl<T, R> Batcher<T, R> {
             let batch = std::mem::take(&mut leading.batch);
             drop(leading);
             state = self.lock();
+            let mut doomed = Vec::new();
             if let Some(doom) = doom {
                 for queued in std::mem::take(&mut state.queued) {
                     state.results.insert(queued.ticket, doom.clone());
-                    queued.waiter.unpark();
+                    doomed.push(queued.waiter);
                 }
             }
-            state.finish(ticket, batch, results.into_iter());
+            let (mine, woken) = state.finish(ticket, batch, results.into_iter());
+            drop(state);
+            wake(doomed);
+            wake(woken);
+            return mine.expect("the leader's item is in its batch");
         }
     }
 }

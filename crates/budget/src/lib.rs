@@ -39,6 +39,26 @@ enum Wake {
     Call(Callback),
 }
 
+/// What a change of the budget owes those waiting, done once the lock is released: a
+/// thread woken under it would at once block on it again (a second context switch).
+#[derive(Default)]
+#[must_use]
+struct Turns {
+    threads: Vec<Arc<Condvar>>,
+    calls: Vec<(Callback, Grant)>,
+}
+
+impl Turns {
+    fn run(self) {
+        for thread in self.threads {
+            thread.notify_one();
+        }
+        for (call, grant) in self.calls {
+            call(grant);
+        }
+    }
+}
+
 struct Waiter {
     ticket: u64,
     amount: u64,
@@ -89,10 +109,10 @@ impl Inner {
     }
 
     /// Hands out what fits now to those waiting: admitted work first, then the queue in
-    /// order. Blocked threads are woken to take their own; callbacks are returned, to be
-    /// called once the lock is released.
-    fn serve(self: &Arc<Self>, state: &mut State) -> Vec<(Callback, Grant)> {
-        let mut calls = Vec::new();
+    /// order. Blocked threads take their own when woken; who to wake and what to call is
+    /// returned, to be done once the lock is released.
+    fn serve(self: &Arc<Self>, state: &mut State) -> Turns {
+        let mut turns = Turns::default();
         let mut i = 0;
         while i < state.admitted.len() {
             let amount = state.admitted[i].amount;
@@ -103,14 +123,14 @@ impl Inner {
             match &state.admitted[i].wake {
                 // It takes its own when it runs; others may fit after it.
                 Wake::Thread(wake) => {
-                    wake.notify_one();
+                    turns.threads.push(wake.clone());
                     i += 1;
                 }
                 Wake::Call(_) => {
                     let waiter = state.admitted.remove(i).expect("index in range");
                     state.used += amount;
                     if let Wake::Call(call) = waiter.wake {
-                        calls.push((call, self.grant(amount)));
+                        turns.calls.push((call, self.grant(amount)));
                     }
                 }
             }
@@ -121,19 +141,19 @@ impl Inner {
             }
             match &first.wake {
                 Wake::Thread(wake) => {
-                    wake.notify_one();
+                    turns.threads.push(wake.clone());
                     break;
                 }
                 Wake::Call(_) => {
                     let waiter = state.queue.pop_front().expect("a first waiter");
                     state.used += waiter.amount;
                     if let Wake::Call(call) = waiter.wake {
-                        calls.push((call, self.grant(waiter.amount)));
+                        turns.calls.push((call, self.grant(waiter.amount)));
                     }
                 }
             }
         }
-        calls
+        turns
     }
 
     fn grant(self: &Arc<Self>, amount: u64) -> Grant {
@@ -147,14 +167,12 @@ impl Inner {
         if amount == 0 {
             return;
         }
-        let calls = {
+        let turns = {
             let mut state = self.lock();
             state.used -= amount;
             self.serve(&mut state)
         };
-        for (call, grant) in calls {
-            call(grant);
-        }
+        turns.run();
     }
 
     /// Takes `amount`, blocking until `deadline`: new grants in turn (`admitted` false),
@@ -190,22 +208,18 @@ impl Inner {
             if turn && self.fits(&state, amount) {
                 state.used += amount;
                 remove(&mut state, ticket);
-                let calls = self.serve(&mut state);
+                let turns = self.serve(&mut state);
                 drop(state);
-                for (call, grant) in calls {
-                    call(grant);
-                }
+                turns.run();
                 return true;
             }
             let now = Instant::now();
             if now >= deadline {
                 remove(&mut state, ticket);
                 // Whoever waited behind it may take now.
-                let calls = self.serve(&mut state);
+                let turns = self.serve(&mut state);
                 drop(state);
-                for (call, grant) in calls {
-                    call(grant);
-                }
+                turns.run();
                 return false;
             }
             state = wake
@@ -326,15 +340,13 @@ impl Budget {
     /// Withdraws a queued request. `false`: it was already granted, and its callback has
     /// the grant (or is about to).
     pub fn cancel(&self, ticket: Ticket) -> bool {
-        let (removed, calls) = {
+        let (removed, turns) = {
             let mut state = self.inner.lock();
             let removed = remove(&mut state, ticket.0);
             // Those queued behind it may take now.
             (removed, self.inner.serve(&mut state))
         };
-        for (call, grant) in calls {
-            call(grant);
-        }
+        turns.run();
         removed
     }
 }

@@ -147,6 +147,8 @@ fn bars(
                 .map_err(err)?;
             let label = match scale {
                 Scale::Share => thousands(*value as u64),
+                // Two digits below one: a GET / makes a few hundredths.
+                Scale::Log if *value < 1.0 => format!("{value:.2}"),
                 Scale::Log => format!("{value:.1}"),
             };
             chart

@@ -351,6 +351,8 @@ fuzz seconds="60": deps-fuzz
             failed=1
         fi
     done
+    # Every one has been waited for: nothing left for the trap to stop.
+    pids=()
     exit $failed
 
 # Fold what `just fuzz` found into the committed corpus, keeping only inputs that add coverage

@@ -10,7 +10,7 @@ use budget::Budget;
 use socket2::{Domain, Protocol, Socket, Type};
 use tiny_http::Server;
 
-use crate::http::{Handler, Limits, Port};
+use crate::http::{listing_fetches, Handler, Limits, Port};
 use crate::metrics::Metrics;
 use crate::settings::{HttpSettings, Settings};
 use crate::shutdown::Shutdown;
@@ -103,9 +103,10 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     // One budget for what requests hold: bodies (taken by the server before reading
     // them), documents being converted and written, listing batches and pages.
     let memory = Budget::new(http.request_memory());
+    let fetches = listing_fetches(http, &memory);
     let store = Arc::new(Store::connect(
         &settings.mongo,
-        http.listings(),
+        fetches,
         metrics.clone(),
         memory.clone(),
         http.queue_timeout(),
@@ -113,7 +114,7 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     let handler = Arc::new(Handler::new(
         store.clone(),
         metrics,
-        Limits::new(http, memory.clone()),
+        Limits::new(http, memory.clone(), fetches),
     ));
     let api = {
         let handler = handler.clone();

@@ -27,19 +27,20 @@ pub struct Limits {
     queue_timeout: Duration,
     page_limit_max: u32,
     /// Whole-collection listings fetching at once (a listing holds one only while it
-    /// fetches a batch; see [`fetching`]).
+    /// fetches a batch; see [`listing_fetches`]).
     listings: Arc<Permits>,
     /// The memory budget requests take what they hold from.
     memory: Budget,
 }
 
 impl Limits {
-    pub fn new(settings: &HttpSettings, memory: Budget) -> Limits {
+    /// `listing_fetches`: see [`listing_fetches`].
+    pub fn new(settings: &HttpSettings, memory: Budget, listing_fetches: u16) -> Limits {
         Limits {
             max_body_bytes: settings.max_body_bytes,
             queue_timeout: settings.queue_timeout(),
             page_limit_max: settings.page_limit_max,
-            listings: Arc::new(Permits::new(fetching(settings, &memory))),
+            listings: Arc::new(Permits::new(usize::from(listing_fetches))),
             memory,
         }
     }
@@ -48,10 +49,14 @@ impl Limits {
 /// Listings fetching at once: half the workers, so that the other half always remains
 /// for writes, pages and readiness, and no more than the budget holds the largest reply
 /// for (a fetch reserves `MAX_BATCH_BYTES`): one more would only wait for memory, and
-/// wait twice, for its permit and then for memory.
-fn fetching(settings: &HttpSettings, memory: &Budget) -> usize {
+/// wait twice, for its permit and then for memory. The listings' cursors get as many
+/// MongoDB connections.
+pub fn listing_fetches(settings: &HttpSettings, memory: &Budget) -> u16 {
     let replies = memory.total() / crate::store::MAX_BATCH_BYTES;
-    usize::from(settings.listings()).min(replies.max(1) as usize)
+    settings
+        .listings()
+        .min(u16::try_from(replies).unwrap_or(u16::MAX))
+        .max(1)
 }
 
 pub struct Handler {
@@ -383,9 +388,17 @@ mod tests {
         http.workers = 16;
         let mib = |n: u64| Budget::new(n * 1024 * 1024);
         // 48 MiB holds two replies of 16 MiB and their envelope, not three.
-        assert_eq!(fetching(&http, &mib(48)), 2);
-        assert_eq!(fetching(&http, &mib(512)), 8, "half the workers at most");
-        assert_eq!(fetching(&http, &mib(4)), 1, "one, whatever the budget");
+        assert_eq!(listing_fetches(&http, &mib(48)), 2);
+        assert_eq!(
+            listing_fetches(&http, &mib(512)),
+            8,
+            "half the workers at most"
+        );
+        assert_eq!(
+            listing_fetches(&http, &mib(4)),
+            1,
+            "one, whatever the budget"
+        );
     }
 
     #[test]

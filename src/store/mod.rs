@@ -283,7 +283,7 @@ impl Store {
                 .enable_all()
                 .build()?;
             let mut options = options.clone();
-            // As many as may fetch at once (half the workers), and one to spare.
+            // As many as may fetch at once, and one to spare.
             options.max_pool_size = Some(u32::from(listings) + 1);
             let client = {
                 let _inside = runtime.enter();

@@ -207,15 +207,7 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
 fn a_collection_larger_than_the_budget_is_listed_in_bounded_memory() {
     let mongo = Mongo::shared();
     let db = mongo.fresh_db("large");
-    let collection = mongo.database(&db).collection::<Document>("data");
-    for batch in 0..20 {
-        let documents: Vec<Document> = (0..5000)
-            .map(
-                |i| doc! {"batch": batch, "i": i, "text": "lorem ipsum dolor sit amet ".repeat(20)},
-            )
-            .collect();
-        collection.insert_many(documents).run().unwrap();
-    }
+    mongo.preload(&db, 100_000, 540);
     let mut pod = start(&mongo, &db);
     let mut response = http::agent().get(&pod.service.url("/data")).call().unwrap();
     assert_eq!(response.status().as_u16(), 200);

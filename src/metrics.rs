@@ -53,9 +53,9 @@ impl Collector for LogLinesDropped {
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
-pub struct InFlight<'a>(&'a IntGauge);
+pub struct InFlight(IntGauge);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -131,9 +131,9 @@ impl Metrics {
         }
     }
 
-    pub fn in_flight(&self) -> InFlight<'_> {
+    pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
-        InFlight(&self.in_flight)
+        InFlight(self.in_flight.clone())
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {

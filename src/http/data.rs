@@ -10,7 +10,7 @@ use mongodb::bson::{Bson, RawDocumentBuf};
 use tiny_http::Request;
 
 use super::reply::Piece;
-use super::{ApiError, Body, Handler, Reply};
+use super::{store_error, ApiError, Body, Exchange, Handler, Reply};
 use crate::store::{
     self, ListQuery, Store, StoreError, BATCH_SIZE, INSERT_COPIES, MIDWAY_MEMORY_WAIT,
 };
@@ -27,12 +27,26 @@ const PIECE_RESERVE: u64 = 64 * 1024;
 const INSERTED: &[u8] = br#"{"status":"Data inserted"}"#;
 
 impl Handler {
-    /// `POST /data`: stores one JSON object as a document.
+    /// `POST /data`: stores one JSON object as a document, and answers once it is
+    /// written, maybe on the worker that writes it.
+    pub(super) fn insert_document(&self, mut rq: Request, exchange: Exchange) {
+        match self.document(&mut rq) {
+            Ok((document, memory)) => self.store.insert(document, memory, move |outcome| {
+                let result = outcome
+                    .map(|()| Reply::json(201, INSERTED))
+                    .map_err(store_error);
+                exchange.finish(rq, result);
+            }),
+            Err(error) => exchange.finish(rq, Err(error)),
+        }
+    }
+
+    /// The document a `POST` carries, with the memory its write will hold.
     ///
     /// Memory: the body arrives with its share of the budget; the conversion grows that
     /// share as its BSON grows, and the write keeps what the driver's copies take
     /// (`INSERT_COPIES`) until MongoDB has answered.
-    pub(super) fn insert_document(&self, rq: &mut Request) -> Result<Reply, ApiError> {
+    fn document(&self, rq: &mut Request) -> Result<(RawDocumentBuf, Grant), ApiError> {
         if rq.body_exceeds_limit() {
             return Err(ApiError::PayloadTooLarge {
                 limit: self.limits.max_body_bytes,
@@ -63,10 +77,7 @@ impl Handler {
         if !memory.resize(copies, wait) {
             return Err(ApiError::Overloaded);
         }
-        self.store
-            .insert(document, memory)
-            .map_err(|e| self.store_error(e))?;
-        Ok(Reply::json(201, INSERTED))
+        Ok((document, memory))
     }
 
     /// `GET /data`: every document, or one page of them, without `_id`, in `_id` order.
@@ -109,7 +120,7 @@ impl Handler {
             current: None,
         };
         let (bytes, memory) = listing.piece().map_err(|e| match e {
-            ListingError::Store(e) => self.store_error(e),
+            ListingError::Store(e) => store_error(e),
             ListingError::Encode(e) => encode_error(e),
         })?;
         if listing.array.is_closed() {
@@ -144,7 +155,7 @@ impl Handler {
                 },
                 false,
             )
-            .map_err(|e| self.store_error(e))?;
+            .map_err(store_error)?;
         // A second grant of a request that holds one: it does not queue behind new ones.
         let mut memory = self
             .limits
@@ -162,13 +173,13 @@ impl Handler {
             let mut out = JsonOut::new(&mut body, &mut room);
             let mut array = JsonArray::new(true);
             for document in batch.documents() {
-                let document = document.map_err(|e| self.store_error(e))?;
+                let document = document.map_err(store_error)?;
                 if array.items() == limit as usize || out.len() >= PAGE_MAX_BYTES {
                     more = true;
                     break;
                 }
                 array.push(document, &mut out).map_err(encode_error)?;
-                last_id = Some(store::id_of(document).map_err(|e| self.store_error(e))?);
+                last_id = Some(store::id_of(document).map_err(store_error)?);
             }
             array.close(&mut out).map_err(encode_error)?;
         }

@@ -17,7 +17,7 @@ use tiny_http::{Method, Request};
 pub use error::ApiError;
 pub use reply::{Body, Reply};
 
-use crate::metrics::Metrics;
+use crate::metrics::{InFlight, Metrics};
 use crate::settings::HttpSettings;
 use crate::store::{Store, StoreError};
 
@@ -283,37 +283,91 @@ impl Handler {
     }
 
     /// Answers one request, and counts and logs it; never panics on any input. On a worker
-    /// for what [`Handler::triage`] returned, else on the event loop.
-    pub fn answer(&self, mut rq: Request, port: Port) {
-        let started = Instant::now();
-        let _in_flight = self.metrics.in_flight();
-        let id = request_id(&rq);
-        let method = method_label(rq.method());
+    /// for what [`Handler::triage`] returned, else on the event loop. A `POST` may be
+    /// answered later, by the worker that writes it (see [`Store::insert`]).
+    pub fn answer(&self, rq: Request, port: Port) {
         let (path, query) = split_target(rq.url());
         let (path, query) = (path.to_owned(), query.to_owned());
         let route = Route::on(port, &path);
-
         // Counted from when the request had arrived: the wait for a worker included.
         let waited = rq.received_at().elapsed();
-        let result = if route.needs_worker(rq.method()) && waited > self.limits.queue_timeout {
-            Err(ApiError::Overloaded)
-        } else {
-            self.dispatch(route, &mut rq, &query)
+        let exchange = Exchange {
+            started: Instant::now(),
+            waited,
+            _in_flight: self.metrics.in_flight(),
+            metrics: self.metrics.clone(),
+            id: request_id(&rq),
+            method: method_label(rq.method()),
+            path,
+            route,
+            port,
         };
+        if route.needs_worker(rq.method()) && waited > self.limits.queue_timeout {
+            exchange.finish(rq, Err(ApiError::Overloaded));
+        } else {
+            self.dispatch(rq, &query, exchange);
+        }
+    }
+
+    fn dispatch(&self, rq: Request, query: &str, exchange: Exchange) {
+        let route = exchange.route;
+        let result = if route == Route::Unknown {
+            Err(ApiError::NotFound)
+        } else if !route.allows(rq.method()) {
+            Err(ApiError::MethodNotAllowed {
+                allow: route.allow(),
+            })
+        } else {
+            match route {
+                Route::Root => Ok(welcome()),
+                Route::Data if *rq.method() == Method::Post => {
+                    return self.insert_document(rq, exchange)
+                }
+                Route::Data => self.list_documents(query, *rq.method() == Method::Head),
+                Route::Healthz => Ok(self.live()),
+                Route::Readyz => self.ready(),
+                Route::Metrics => Ok(self.scrape()),
+                Route::OpenApi => Ok(openapi(&rq)),
+                Route::Unknown => Err(ApiError::NotFound),
+            }
+        };
+        exchange.finish(rq, result);
+    }
+}
+
+/// A request being answered: what its response, its metrics and its log line need,
+/// carried to whichever thread answers it.
+struct Exchange {
+    started: Instant,
+    waited: Duration,
+    _in_flight: InFlight,
+    metrics: Arc<Metrics>,
+    id: String,
+    method: &'static str,
+    path: String,
+    route: Route,
+    port: Port,
+}
+
+impl Exchange {
+    /// Sends the response `result` makes, then counts and logs it.
+    fn finish(self, rq: Request, result: Result<Reply, ApiError>) {
         let reply = result.unwrap_or_else(ApiError::into_reply);
         let status = reply.status;
-        reply.send(rq, &id);
-        let elapsed = started.elapsed() + waited;
-        self.metrics.observe(route.label(), method, status, elapsed);
+        reply.send(rq, &self.id);
+        let elapsed = self.started.elapsed() + self.waited;
+        let (method, path) = (self.method, self.path.as_str());
+        self.metrics
+            .observe(self.route.label(), method, status, elapsed);
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         // Probes and scrapes come every few seconds: not worth a line each.
-        if port == Port::Management {
+        if self.port == Port::Management {
             tracing::debug!(
                 method,
                 path,
                 status,
                 duration_ms,
-                request_id = id,
+                request_id = self.id,
                 "management request"
             );
         } else {
@@ -322,49 +376,28 @@ impl Handler {
                 path,
                 status,
                 duration_ms,
-                request_id = id,
+                request_id = self.id,
                 "request"
             );
         }
     }
+}
 
-    fn dispatch(&self, route: Route, rq: &mut Request, query: &str) -> Result<Reply, ApiError> {
-        if route == Route::Unknown {
-            return Err(ApiError::NotFound);
+/// Logs a MongoDB failure (the store has counted it) and says what the client gets.
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Duplicate => ApiError::Conflict,
+        StoreError::Rejected(reason) => {
+            ApiError::BadRequest(format!("MongoDB refused the document: {reason}"))
         }
-        if !route.allows(rq.method()) {
-            return Err(ApiError::MethodNotAllowed {
-                allow: route.allow(),
-            });
+        StoreError::Unavailable(e) => {
+            tracing::warn!(error = %e, "MongoDB unavailable");
+            ApiError::Unavailable
         }
-        match route {
-            Route::Root => Ok(welcome()),
-            Route::Data if *rq.method() == Method::Post => self.insert_document(rq),
-            Route::Data => self.list_documents(query, *rq.method() == Method::Head),
-            Route::Healthz => Ok(self.live()),
-            Route::Readyz => self.ready(),
-            Route::Metrics => Ok(self.scrape()),
-            Route::OpenApi => Ok(openapi(rq)),
-            Route::Unknown => Err(ApiError::NotFound),
-        }
-    }
-
-    /// Logs a MongoDB failure (the store has counted it) and says what the client gets.
-    fn store_error(&self, error: StoreError) -> ApiError {
-        match error {
-            StoreError::Duplicate => ApiError::Conflict,
-            StoreError::Rejected(reason) => {
-                ApiError::BadRequest(format!("MongoDB refused the document: {reason}"))
-            }
-            StoreError::Unavailable(e) => {
-                tracing::warn!(error = %e, "MongoDB unavailable");
-                ApiError::Unavailable
-            }
-            StoreError::Busy => ApiError::Overloaded,
-            StoreError::Internal(e) => {
-                tracing::error!(error = %e, "MongoDB operation failed");
-                ApiError::Internal
-            }
+        StoreError::Busy => ApiError::Overloaded,
+        StoreError::Internal(e) => {
+            tracing::error!(error = %e, "MongoDB operation failed");
+            ApiError::Internal
         }
     }
 }

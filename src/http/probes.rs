@@ -15,7 +15,7 @@ impl Handler {
 
     /// `GET /readyz`: a `ping`, bounded by the MongoDB timeout.
     pub(super) fn ready(&self) -> Result<Reply, ApiError> {
-        self.store.ping().map_err(|e| self.store_error(e))?;
+        self.store.ping().map_err(super::store_error)?;
         Ok(Reply::json_value(200, &json!({ "status": "ready" })))
     }
 

@@ -364,20 +364,29 @@ impl Store {
         })
     }
 
-    /// Stores a document as given (an ObjectId `_id` is put in front if it has none).
-    /// `memory` is what the caller reserved for it (see [`INSERT_COPIES`]); it is held
-    /// until the write is done. Concurrent inserts are written together (see `batch`);
-    /// each gets its own outcome.
-    pub fn insert(&self, document: RawDocumentBuf, memory: Grant) -> Result<(), StoreError> {
+    /// Stores a document as given (an ObjectId `_id` is put in front if it has none) and
+    /// hands `answer` the outcome. `memory` is what the caller reserved for it (see
+    /// [`INSERT_COPIES`]); it is held until the write is done. Concurrent inserts are
+    /// written together (see `batch`): while another worker writes, the document is
+    /// queued and this returns at once, and that worker calls `answer` once its write of
+    /// the document is done.
+    pub fn insert(
+        &self,
+        document: RawDocumentBuf,
+        memory: Grant,
+        answer: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) {
         let document = with_id(document);
         if document.as_bytes().len() > MAX_DOCUMENT_BYTES {
-            return Err(StoreError::Rejected(
+            return answer(Err(StoreError::Rejected(
                 "the document is larger than MongoDB's 16 MiB limit".into(),
-            ));
+            )));
         }
         let pending = Pending { document, memory };
-        let outcome = self.inserts.submit(
+        let metrics = self.metrics.clone();
+        self.inserts.submit(
             pending,
+            Box::new(move |outcome| answer(counted(&metrics, outcome))),
             |batch| self.insert_batch(batch),
             // MongoDB unreachable: those queued meanwhile get the 503 now rather than after
             // a second timeout of their own, so a write fails within MONGO_TIMEOUT_MS.
@@ -389,7 +398,6 @@ impl Store {
             },
             Err(StoreError::Internal("the batch's write panicked".into())),
         );
-        counted(&self.metrics, outcome)
     }
 
     /// Writes a batch unordered, so that one refused document does not stop the others,

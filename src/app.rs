@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use budget::Budget;
 use socket2::{Domain, Protocol, Socket, Type};
-use tiny_http::Server;
+use tiny_http::{Queue, Server, ServerOptions};
 
-use crate::http::{listing_fetches, Handler, Limits, Port};
+use crate::http::{listing_workers, Handler, Limits, Port, LISTINGS, QUEUES};
 use crate::metrics::Metrics;
 use crate::settings::{HttpSettings, Settings};
 use crate::shutdown::Shutdown;
@@ -103,10 +103,10 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     // One budget for what requests hold: bodies (taken by the server before reading
     // them), documents being converted and written, listing batches and pages.
     let memory = Budget::new(http.request_memory());
-    let fetches = listing_fetches(http, &memory);
+    let listers = listing_workers(http, &memory);
     let store = Arc::new(Store::connect(
         &settings.mongo,
-        fetches,
+        listers,
         metrics.clone(),
         memory.clone(),
         http.queue_timeout(),
@@ -114,11 +114,15 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     let handler = Arc::new(Handler::new(
         store.clone(),
         metrics,
-        Limits::new(http, memory.clone(), fetches),
+        Limits::new(http, memory.clone()),
     ));
     let api = {
         let handler = handler.clone();
-        Server::from_listener(listeners.api, http.server_options(&memory), move |rq| {
+        let options = ServerOptions {
+            queues: QUEUES,
+            ..http.server_options(&memory)
+        };
+        Server::from_listener(listeners.api, options, move |rq| {
             handler.triage(rq, Port::Api)
         })?
     };
@@ -136,6 +140,7 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
         address = %api.server_addr(),
         management_address = %management.server_addr(),
         workers = http.workers,
+        listing_workers = listers,
         mongo = settings.mongo.label(),
         database = settings.mongo.database(),
         "listening"
@@ -146,12 +151,31 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
         workers::spawn(
             scope,
             &management,
+            Queue::FIRST,
             &store,
             PROBE_WORKERS,
             "probe",
             &answer_probe,
         )?;
-        workers::spawn(scope, &api, &store, http.workers, "worker", &answer_api)?;
+        let (first, listings) = (Queue::FIRST, LISTINGS);
+        workers::spawn(
+            scope,
+            &api,
+            first,
+            &store,
+            http.workers,
+            "worker",
+            &answer_api,
+        )?;
+        workers::spawn(
+            scope,
+            &api,
+            listings,
+            &store,
+            listers,
+            "lister",
+            &answer_api,
+        )?;
         workers::drain_on(&api, http.shutdown_grace(), &shutdown);
         // Probes keep their answers while the API drains; then the management port goes
         // too, and the scope joins every worker.

@@ -298,8 +298,9 @@ impl HttpSettings {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    /// Listings fetching from MongoDB at once: half the workers, so that the other half
-    /// always remains for writes, pages and readiness.
+    /// At most this many workers for listings, beside the `workers`: half as many, so
+    /// that listings, which may each hold a 16 MiB batch, are a share of the pool the
+    /// operator sized.
     pub fn listings(&self) -> u16 {
         (self.workers / 2).max(1)
     }

@@ -7,17 +7,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::thread::{self, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use tiny_http::{NoRequest, Request, Server};
+use tiny_http::{NoRequest, Queue, Request, Server};
 
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
-/// Starts `count` workers named `name-N` on `server`, each answering with `answer` until
-/// the server has drained. If a thread cannot be started, the server's connections are
+/// Starts `count` workers named `name-N` on `server`'s `queue`, each answering with
+/// `answer` until the server has drained. If a thread cannot be started, the server's connections are
 /// cut (without its workers it would accept and never answer).
 pub fn spawn<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     server: &'env Server,
+    queue: Queue,
     store: &'env Store,
     count: u16,
     name: &str,
@@ -27,7 +28,7 @@ pub fn spawn<'scope, 'env>(
         .map(|n| {
             thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn_scoped(scope, move || work(server, store, answer))
+                .spawn_scoped(scope, move || work(server, queue, store, answer))
                 .inspect_err(|_| server.abort_connections())
         })
         .collect()
@@ -36,7 +37,7 @@ pub fn spawn<'scope, 'env>(
 /// A worker: its own MongoDB session, then requests (and turns of streamed bodies) until
 /// the server has drained. Between requests it waits inside its session's runtime, which
 /// keeps the driver's monitor and pool going.
-fn work(server: &Server, store: &Store, answer: &(dyn Fn(Request) + Sync)) {
+fn work(server: &Server, queue: Queue, store: &Store, answer: &(dyn Fn(Request) + Sync)) {
     let _session = match store.attach() {
         Ok(session) => session,
         Err(e) => {
@@ -46,14 +47,14 @@ fn work(server: &Server, store: &Store, answer: &(dyn Fn(Request) + Sync)) {
         }
     };
     loop {
-        match server.try_recv() {
+        match server.try_recv(queue) {
             Ok(rq) => {
                 // A panic drops the request, which answers it 500.
                 if catch_unwind(AssertUnwindSafe(|| answer(rq))).is_err() {
                     tracing::error!("request handler panicked");
                 }
             }
-            Err(NoRequest::Empty) => store.wait_for(server.work_ready()),
+            Err(NoRequest::Empty) => store.wait_for(server.work_ready(queue)),
             Err(NoRequest::Closed) => return,
         }
     }

@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use budget::{Budget, Grant, Permits};
+use budget::{Budget, Grant};
 use mongodb::bson::{Bson, RawDocumentBuf};
 use tiny_http::Request;
 
@@ -103,6 +103,12 @@ impl Handler {
         }
     }
 
+    /// Whether a `GET /data` with this query lists the whole collection (no `limit`),
+    /// which the listing workers take. A query that does not parse is answered 400 by any.
+    pub(super) fn is_listing(&self, query: &str) -> bool {
+        paging::Params::parse(query, self.limits.page_limit_max).is_ok_and(|p| p.limit.is_none())
+    }
+
     /// The whole collection. The first piece is made here, before the status is sent, so
     /// that what stops it (MongoDB, memory) still gets its own error status; a listing
     /// that fits in it is sent as it is, with its length. The rest is made a batch per
@@ -110,7 +116,6 @@ impl Handler {
     fn listing(&self, after: Option<Bson>) -> Result<Reply, ApiError> {
         let mut listing = Listing {
             store: self.store.clone(),
-            permits: self.limits.listings.clone(),
             memory: self.limits.memory.clone(),
             wait: self.limits.queue_timeout,
             after,
@@ -251,20 +256,16 @@ fn check_content_type(rq: &Request) -> Result<(), ApiError> {
 /// (up to `BATCH_SIZE` documents, at most one 16 MiB reply), or the part of one that the
 /// memory budget grants without waiting (see [`Listing::piece`]): the first fetched by the
 /// request's worker, the rest through a cursor opened strictly after the first batch's
-/// last `_id` and advanced by whichever worker takes the turn, once the connection has
-/// written the previous piece. A slow reader holds its connection, one piece of memory
-/// and an idle cursor on the server, never a worker. Every document that existed when
+/// last `_id` and advanced by whichever listing worker takes the turn, once the
+/// connection has written the previous piece. A slow reader holds its connection, one
+/// piece of memory and an idle cursor on the server, never a worker. Every document that existed when
 /// the listing began is listed exactly once, in `_id` order (the `_id` index is walked
 /// forward and an `_id` never changes); one inserted meanwhile is listed if its `_id`
 /// sorts after the cursor's position then (a new ObjectId does), and never twice.
 struct Listing {
     store: Arc<Store>,
-    /// At most this many listings fetch at once (half the workers, and no more than the
-    /// budget holds replies for): holding one only while fetching, they leave the rest to
-    /// writes, pages and readiness.
-    permits: Arc<Permits>,
     memory: Budget,
-    /// How long the first piece waits for a permit or memory (the queue timeout); later
+    /// How long the first piece waits for memory (the queue timeout); later
     /// pieces, whose status is sent, wait longer.
     wait: Duration,
     after: Option<Bson>,
@@ -301,7 +302,7 @@ impl Listing {
         };
         let mut current = match self.current.take() {
             Some(current) => current,
-            None => self.fetch(wait)?,
+            None => self.fetch()?,
         };
         // A second grant of a listing that holds one: it does not queue behind new ones.
         let mut memory = self
@@ -358,9 +359,8 @@ impl Listing {
 
     /// The next batch: the first through the request's query, the rest through the
     /// listing's cursor.
-    fn fetch(&mut self, wait: Duration) -> Result<Current, StoreError> {
+    fn fetch(&mut self) -> Result<Current, StoreError> {
         let admitted = self.started;
-        let _fetching = self.permits.acquire(wait).ok_or(StoreError::Busy)?;
         let batch = match (&self.after, admitted) {
             (Some(after), true) => self.store.fetch_more(&mut self.continuation, after)?,
             _ => {

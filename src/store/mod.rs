@@ -17,8 +17,9 @@
 //! context switch; with one shared multi-threaded runtime every operation crossed to its
 //! threads and back, a dozen switches (README, *Performance*). A worker waiting for work
 //! waits inside its runtime (`Store::wait_for`), so the driver's monitor and pool keep
-//! running. The price is a client per worker: `WORKERS` + 2 clients, each with one
-//! operation connection and one monitoring connection per server.
+//! running. The price is a client per worker (the `WORKERS`, the listing workers and the
+//! two readiness workers), each with one operation connection and one monitoring
+//! connection per server.
 
 mod batch;
 

@@ -14,7 +14,6 @@
 //! free ([`Budget::request`]) and give up on it later ([`Budget::cancel`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -419,102 +418,6 @@ impl std::fmt::Debug for Grant {
     }
 }
 
-/// A fixed number of permits, for "at most N at once" (listings fetching from MongoDB,
-/// say): the count, not bytes, so it is not a [`Budget`].
-///
-/// A returned permit is handed to the first waiter, not put back: put back, the thread
-/// that returned it (or any newcomer) could take it again before the woken waiter runs,
-/// which then finds none and sleeps again. Under load that was two wake-ups per wait
-/// instead of one (measured: 1.9 futex waits per listing on a worker, 2 permits, 16
-/// workers), and a waiter could be passed over until its deadline.
-pub struct Permits {
-    state: Mutex<PermitState>,
-}
-
-struct PermitState {
-    free: usize,
-    /// Threads waiting, in the order they came; each is woken on its own.
-    waiting: VecDeque<Arc<PermitWaiter>>,
-}
-
-#[derive(Default)]
-struct PermitWaiter {
-    /// Set (under the permits' lock) when a permit is handed to this waiter.
-    granted: AtomicBool,
-    wake: Condvar,
-}
-
-/// One permit, returned when dropped.
-pub struct Permit {
-    permits: Arc<Permits>,
-}
-
-impl Permits {
-    pub fn new(count: usize) -> Permits {
-        Permits {
-            state: Mutex::new(PermitState {
-                free: count,
-                waiting: VecDeque::new(),
-            }),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PermitState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A permit, waiting in turn up to `wait` for one.
-    pub fn acquire(self: &Arc<Self>, wait: Duration) -> Option<Permit> {
-        let deadline = Instant::now() + wait;
-        let mut state = self.lock();
-        if state.free > 0 {
-            state.free -= 1;
-            return Some(self.permit());
-        }
-        let waiter = Arc::new(PermitWaiter::default());
-        state.waiting.push_back(waiter.clone());
-        loop {
-            if waiter.granted.load(Ordering::Relaxed) {
-                return Some(self.permit());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                state.waiting.retain(|w| !Arc::ptr_eq(w, &waiter));
-                return None;
-            }
-            state = waiter
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn permit(self: &Arc<Self>) -> Permit {
-        Permit {
-            permits: self.clone(),
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let next = {
-            let mut state = self.permits.lock();
-            let next = state.waiting.pop_front();
-            match &next {
-                Some(waiter) => waiter.granted.store(true, Ordering::Relaxed),
-                None => state.free += 1,
-            }
-            next
-        };
-        // Woken after the lock is released: woken under it, it would block on it at once.
-        if let Some(waiter) = next {
-            waiter.wake.notify_one();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,50 +547,5 @@ mod tests {
         assert_eq!(who, "admitted");
         drop(grant);
         assert_eq!(rx.recv().unwrap().0, "new");
-    }
-
-    #[test]
-    fn permits_count_and_come_back() {
-        let permits = Arc::new(Permits::new(2));
-        let a = permits.acquire(Duration::ZERO).unwrap();
-        let _b = permits.acquire(Duration::ZERO).unwrap();
-        assert!(permits.acquire(Duration::from_millis(10)).is_none());
-        drop(a);
-        assert!(permits.acquire(Duration::ZERO).is_some());
-    }
-
-    #[test]
-    fn a_returned_permit_goes_to_the_first_waiter_not_to_a_newcomer() {
-        let permits = Arc::new(Permits::new(1));
-        let held = permits.acquire(Duration::ZERO).unwrap();
-        std::thread::scope(|scope| {
-            let (done, finished) = mpsc::channel::<()>();
-            let shared = &permits;
-            let waiter = scope.spawn(move || {
-                let permit = shared.acquire(Duration::from_secs(10));
-                finished.recv().unwrap();
-                permit.is_some()
-            });
-            while permits.lock().waiting.is_empty() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            drop(held);
-            // The waiter has it, though it may not have run yet: a newcomer gets none.
-            assert!(permits.acquire(Duration::ZERO).is_none());
-            done.send(()).unwrap();
-            assert!(waiter.join().unwrap());
-        });
-        // The waiter's permit came back: free again.
-        assert!(permits.acquire(Duration::ZERO).is_some());
-    }
-
-    #[test]
-    fn a_waiter_that_gives_up_leaves_the_queue() {
-        let permits = Arc::new(Permits::new(1));
-        let held = permits.acquire(Duration::ZERO).unwrap();
-        assert!(permits.acquire(Duration::from_millis(10)).is_none());
-        assert!(permits.lock().waiting.is_empty());
-        drop(held);
-        assert!(permits.acquire(Duration::ZERO).is_some());
     }
 }

@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 
 use crate::common::HTTPVersion;
 use crate::framing::{ChunkedDecoder, Head};
+use crate::jobs::Queue;
 use crate::response::Stream;
 
 /// Where a connection is in its request-response cycle.
@@ -235,6 +236,8 @@ pub(crate) struct Connection {
     /// The request being answered: its version, and whether it is a `HEAD`.
     pub(crate) version: HTTPVersion,
     pub(crate) head_only: bool,
+    /// The job queue it was handed to, where its streamed body's turns go too.
+    pub(crate) queue: Queue,
 }
 
 impl Connection {
@@ -260,6 +263,7 @@ impl Connection {
             received: 0,
             version: HTTPVersion(1, 1),
             head_only: false,
+            queue: Queue::FIRST,
         }
     }
 

@@ -632,7 +632,7 @@ impl EventLoop {
                 self.connections[slot].streaming = Streaming::Producing(cancelled.clone(), chunked);
                 // The worker takes its time; the client is not at fault meanwhile.
                 self.lists.remove(slot);
-                self.shared.jobs.push_turn(Turn {
+                self.shared.jobs[self.connections[slot].queue.0].push_turn(Turn {
                     rest,
                     token: self.token(slot),
                     mailbox: self.mailbox.clone(),
@@ -1123,7 +1123,18 @@ impl EventLoop {
         );
         let shared = self.shared.clone();
         match catch_unwind(AssertUnwindSafe(|| (shared.route)(request))) {
-            Ok(Some(request)) => shared.jobs.push_request(request),
+            Ok(Some(request)) => match shared.jobs.get(request.queue().0) {
+                Some(jobs) => {
+                    self.connections[slot].queue = request.queue();
+                    jobs.push_request(request);
+                }
+                // Dropped here, which answers it 500.
+                None => log::error!(
+                    "the application's route chose queue {} of {}; answered 500",
+                    request.queue().0,
+                    shared.jobs.len()
+                ),
+            },
             Ok(None) => {}
             // The request was dropped on the way out, which answered it 500.
             Err(_) => log::error!("the application's route panicked; answered 500"),

@@ -25,7 +25,7 @@ use mailbox::{Mailbox, Message};
 
 pub use budget::{Budget, Grant};
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use jobs::{NoRequest, Ready};
+pub use jobs::{NoRequest, Queue, Ready};
 pub use request::Request;
 pub use response::{Body, Piece, Response, Stream};
 
@@ -75,6 +75,8 @@ pub struct ServerOptions {
     /// How long `accept()` may keep failing (for instance with no file descriptor left)
     /// before the server gives up and reports a failure (see [`Server::on_failure`]).
     pub accept_failure_limit: Duration,
+    /// Job queues, each for the workers that serve it (see [`Queue`]); at least 1.
+    pub queues: usize,
 }
 
 impl Default for ServerOptions {
@@ -92,13 +94,14 @@ impl Default for ServerOptions {
             memory: None,
             memory_wait: Duration::from_secs(1),
             accept_failure_limit: Duration::from_secs(30),
+            queues: 1,
         }
     }
 }
 
 /// The application's first look at every request, on its connection's event loop: answer
 /// it there (it must not block) and return `None`, or return it to have it queued for
-/// [`Server::recv`].
+/// the workers (in the queue [`Request::set_queue`] chose).
 pub type Route = dyn Fn(Request) -> Option<Request> + Send + Sync;
 
 type FailureHook = Box<dyn FnOnce() + Send>;
@@ -113,7 +116,8 @@ struct Failure {
 pub(crate) struct Shared {
     pub(crate) options: ServerOptions,
     pub(crate) route: Box<Route>,
-    pub(crate) jobs: Jobs,
+    /// One per [`Queue`].
+    pub(crate) jobs: Box<[Jobs]>,
     pub(crate) admission: Admission,
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
     /// When the server started: the clock the loads are published on.
@@ -157,7 +161,9 @@ impl Shared {
         *drained = true;
         self.drained_changed.notify_all();
         drop(drained);
-        self.jobs.close();
+        for jobs in self.jobs.iter() {
+            jobs.close();
+        }
         self.post_all(|| Message::Drained);
     }
 
@@ -201,11 +207,12 @@ impl Server {
             mailboxes.push(Arc::new(Mailbox::new(waker)));
             polls.push(poll);
         }
+        let queues = options.queues.max(1);
         let shared = Arc::new(Shared {
             admission: Admission::new(options.max_connections, threads),
             options,
             route: Box::new(route),
-            jobs: Jobs::default(),
+            jobs: (0..queues).map(|_| Jobs::default()).collect(),
             mailboxes,
             epoch: Instant::now(),
             draining: AtomicBool::new(false),
@@ -289,24 +296,38 @@ impl Server {
         self.shared.post_all(|| Message::Abort);
     }
 
-    /// The next request for a worker, waiting for one; meanwhile the worker produces the
-    /// next pieces of streamed bodies whose connections have written the previous ones.
-    /// `None` once the server has drained: no connection is left that could send another.
+    /// The next request for a worker of the first queue, waiting for one; meanwhile the
+    /// worker produces the next pieces of streamed bodies whose connections have written
+    /// the previous ones. `None` once the server has drained: no connection is left that
+    /// could send another.
     pub fn recv(&self) -> Option<Request> {
-        self.shared.jobs.next_request()
+        self.jobs(Queue::FIRST).next_request()
     }
 
-    /// The next request if one is queued, without waiting (the turns of streamed bodies
-    /// queued before it run first, here). For a worker that must keep something else
-    /// running while it waits (a MongoDB driver on the worker's own runtime): on
-    /// [`NoRequest::Empty`] it waits for [`Server::work_ready`] inside that runtime.
-    pub fn try_recv(&self) -> Result<Request, NoRequest> {
-        self.shared.jobs.try_next()
+    /// The next request of `queue` if one is queued, without waiting (the turns of
+    /// streamed bodies queued before it run first, here). For a worker that must keep
+    /// something else running while it waits (a MongoDB driver on the worker's own
+    /// runtime): on [`NoRequest::Empty`] it waits for [`Server::work_ready`] inside that
+    /// runtime.
+    pub fn try_recv(&self, queue: Queue) -> Result<Request, NoRequest> {
+        self.jobs(queue).try_next()
     }
 
-    /// Completes once [`Server::try_recv`] has something (or the server has drained).
-    pub fn work_ready(&self) -> Ready<'_> {
-        self.shared.jobs.ready()
+    /// Completes once [`Server::try_recv`] has something for `queue` (or the server has
+    /// drained).
+    pub fn work_ready(&self, queue: Queue) -> Ready<'_> {
+        self.jobs(queue).ready()
+    }
+
+    /// A worker asking for a queue the server does not have is a bug in its setup.
+    fn jobs(&self, queue: Queue) -> &Jobs {
+        self.shared.jobs.get(queue.0).unwrap_or_else(|| {
+            panic!(
+                "queue {} asked for, of {} (ServerOptions::queues)",
+                queue.0,
+                self.shared.jobs.len()
+            )
+        })
     }
 
     /// Calls `hook` (at once, if it already happened) when the server fails: `accept()`

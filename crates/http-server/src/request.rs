@@ -6,6 +6,7 @@ use std::time::Instant;
 use budget::Grant;
 
 use crate::framing::{BodyFraming, Head};
+use crate::jobs::Queue;
 use crate::mailbox::{Mailbox, Message, Token};
 use crate::response::Response;
 use crate::{HTTPVersion, Header, Method};
@@ -42,6 +43,7 @@ pub struct Request {
     body: Body,
     remote_addr: Option<SocketAddr>,
     received_at: Instant,
+    queue: Queue,
     // `None` once answered.
     responder: Option<Responder>,
 }
@@ -58,6 +60,7 @@ impl Request {
             body,
             remote_addr,
             received_at: Instant::now(),
+            queue: Queue::FIRST,
             responder: Some(responder),
         }
     }
@@ -123,6 +126,20 @@ impl Request {
     #[inline]
     pub fn received_at(&self) -> Instant {
         self.received_at
+    }
+
+    /// Which job queue the request waits in if the route hands it to the workers (the
+    /// first, unless [`Request::set_queue`] chose another).
+    #[inline]
+    pub fn queue(&self) -> Queue {
+        self.queue
+    }
+
+    /// For the route: queue the request (and its streamed body's turns) in `queue`. A
+    /// queue the server does not have is answered `500`.
+    #[inline]
+    pub fn set_queue(&mut self, queue: Queue) {
+        self.queue = queue;
     }
 
     /// Hands the response to the connection's event loop, which writes it.

@@ -1,13 +1,15 @@
 //! The server on its own, over real sockets, with a route that misbehaves on purpose:
 //! what a loop runs inline may panic, and only that request suffers.
 
+use std::future::Future;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
-use tiny_http::{Body, Piece, Request, Response, Server, ServerOptions, Stream};
+use tiny_http::{Body, NoRequest, Piece, Queue, Request, Response, Server, ServerOptions, Stream};
 
 /// Pieces until `n`, then a panic (a bug in a producer).
 struct Countdown(u32);
@@ -149,4 +151,141 @@ fn a_panic_in_a_stream_producer_cuts_that_body_only() {
     server.stop_accepting();
     assert!(server.wait_drained(std::time::Instant::now() + Duration::from_secs(5)));
     worker.join().unwrap();
+}
+
+/// Runs `future` on this thread, parking between polls (as a worker's runtime waits).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
+/// `n` pieces, each naming the thread that made it.
+struct Named(u32);
+
+impl Stream for Named {
+    fn next_piece(&mut self) -> io::Result<Option<Piece>> {
+        if self.0 == 0 {
+            return Ok(None);
+        }
+        self.0 -= 1;
+        let name = thread::current().name().unwrap_or("?").to_owned();
+        Ok(Some(Piece {
+            bytes: format!("{name}\n").into_bytes(),
+            memory: None,
+        }))
+    }
+}
+
+/// A worker on `queue` until the server drains, answering with a streamed body.
+fn serve_queue(server: Arc<Server>, queue: Queue, name: &str) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(move || loop {
+            match server.try_recv(queue) {
+                Ok(rq) => rq.respond(Response::new(
+                    200,
+                    vec![],
+                    Body::Stream {
+                        first: Piece {
+                            bytes: b"first\n".to_vec(),
+                            memory: None,
+                        },
+                        rest: Box::new(Named(2)),
+                    },
+                )),
+                Err(NoRequest::Empty) => block_on(server.work_ready(queue)),
+                Err(NoRequest::Closed) => return,
+            }
+        })
+        .unwrap()
+}
+
+/// Sends a `GET` and reads the response whole (a chunked body, or none): its status and
+/// the bytes after the head.
+fn get_raw(stream: &mut TcpStream, path: &str) -> (u16, String) {
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let mut all = String::new();
+    stream.read_to_string(&mut all).unwrap();
+    let status = all.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = all.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+#[test]
+fn each_queue_has_its_own_workers_and_a_streamed_body_stays_in_its_queue() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let options = ServerOptions {
+        queues: 2,
+        ..ServerOptions::default()
+    };
+    let route = |mut rq: Request| {
+        match rq.url() {
+            "/second" => rq.set_queue(Queue(1)),
+            "/nowhere" => rq.set_queue(Queue(7)),
+            _ => {}
+        }
+        Some(rq)
+    };
+    let server = Arc::new(Server::from_listener(listener, options, route).unwrap());
+    let connect = || {
+        let stream = TcpStream::connect(server.server_addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    };
+    // Only the second queue has a worker: what is queued there is answered, and every
+    // piece of its body is made there.
+    let second = serve_queue(server.clone(), Queue(1), "second-queue");
+    let (status, body) = get_raw(&mut connect(), "/second");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("first") && body.matches("second-queue").count() == 2,
+        "{body}"
+    );
+    // A request for the first queue waits for a worker of its own...
+    let mut waiting = connect();
+    waiting
+        .write_all(b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = waiting.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "answered by another queue's worker: {early:?}"
+    );
+    // ...and gets one once there is.
+    let first = serve_queue(server.clone(), Queue::FIRST, "first-queue");
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = String::new();
+    waiting.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("first-queue"), "{rest}");
+    // A queue the server does not have: 500, not a request lost.
+    assert_eq!(get_raw(&mut connect(), "/nowhere").0, 500);
+    server.stop_accepting();
+    assert!(server.wait_drained(std::time::Instant::now() + Duration::from_secs(5)));
+    first.join().unwrap();
+    second.join().unwrap();
 }

@@ -539,6 +539,58 @@ fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
 }
 
 #[test]
+fn listings_in_flight_hold_up_neither_writes_nor_pages() {
+    let mongo = Mongo::shared();
+    let db = mongo.fresh_db("busylisters");
+    // About 10 MB of JSON a listing.
+    mongo.preload(&db, 60_000, 120);
+    let pod = Pod::start(&db, &mongo_env(&mongo, &db));
+    let addr = pod.service.addr;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Twice as many listings as WORKERS at all times, each read as fast as it comes
+        // and thrown away.
+        for _ in 0..32 {
+            scope.spawn(|| {
+                let mut buf = vec![0u8; 1 << 16];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut stream = http::request_listing(addr);
+                    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let mut slowest = Duration::ZERO;
+        let mut answers = Vec::new();
+        for i in 0..20 {
+            let started = Instant::now();
+            let page = http::get(&format!("http://{addr}/data?limit=10"));
+            let write = http::post_json(&format!("http://{addr}/data"), &format!(r#"{{"n":{i}}}"#));
+            slowest = slowest.max(started.elapsed());
+            answers.push(((page.status, write.status), [page.body, write.body]));
+        }
+        stop.store(true, Ordering::Relaxed);
+        eprintln!("20 pages and writes beside 32 listings of 60,000 documents: slowest pair {slowest:.1?}");
+        let refused: Vec<String> = pod
+            .service
+            .output()
+            .lines()
+            .filter(|l| l.contains(r#""status":503"#) || l.contains(r#""level":"WARN""#))
+            .map(str::to_owned)
+            .collect();
+        let failed: Vec<_> = answers
+            .iter()
+            .filter(|(statuses, _)| *statuses != (200, 201))
+            .map(|(statuses, [page, write])| (statuses, &page[..page.len().min(200)], write))
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}\n{refused:#?}");
+        // Inside QUEUE_TIMEOUT_MS (1 s), after which a request waiting for a worker is
+        // refused. (When the listings took the workers: 2.6 s, and most refused.)
+        assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    });
+}
+
+#[test]
 fn a_steady_slow_reader_gets_a_listing_that_outlasts_the_response_timeout() {
     let mongo = Mongo::shared();
     let db = mongo.fresh_db("steadyreader");

@@ -103,6 +103,21 @@ impl Inner {
         state.used + amount <= self.total
     }
 
+    /// Whether `amount` fits beside what those it would go ahead of will take: the
+    /// admitted waiters, and for a new grant the queue too. So it delays none of them, and
+    /// is refused only for lack of room. (Refusing whenever anyone waits refused grants
+    /// with room for both: a waiter woken with room to take stays in the queue until its
+    /// thread runs. Measured: an 8-byte body refused `503` with 31 MiB free, beside a
+    /// listing's woken 16 MiB fetch.)
+    fn fits_behind(&self, state: &State, amount: u64, admitted: bool) -> bool {
+        let amounts = |waiters: &VecDeque<Waiter>| waiters.iter().map(|w| w.amount).sum::<u64>();
+        let mut ahead = amounts(&state.admitted);
+        if !admitted {
+            ahead += amounts(&state.queue);
+        }
+        state.used + ahead + amount <= self.total
+    }
+
     fn ticket(state: &mut State) -> u64 {
         state.next_ticket += 1;
         state.next_ticket
@@ -182,8 +197,7 @@ impl Inner {
             return false;
         }
         let mut state = self.lock();
-        let nobody_ahead = state.admitted.is_empty() && (admitted || state.queue.is_empty());
-        if nobody_ahead && self.fits(&state, amount) {
+        if self.fits_behind(&state, amount, admitted) {
             state.used += amount;
             return true;
         }
@@ -234,8 +248,7 @@ impl Inner {
             return Requested::Never;
         }
         let mut state = self.lock();
-        let nobody_ahead = state.admitted.is_empty() && (admitted || state.queue.is_empty());
-        if nobody_ahead && self.fits(&state, amount) {
+        if self.fits_behind(&state, amount, admitted) {
             state.used += amount;
             return Requested::Granted(self.grant(amount));
         }
@@ -297,7 +310,8 @@ impl Budget {
             .then(|| self.inner.grant(amount))
     }
 
-    /// A grant of `amount` now if it fits and nobody waits ahead; never waits.
+    /// A grant of `amount` now if it fits beside what those waiting will take; never
+    /// waits.
     pub fn try_acquire(&self, amount: u64) -> Option<Grant> {
         match self.inner.request(amount, false, Box::new(|_| {})) {
             Requested::Granted(grant) => Some(grant),
@@ -310,10 +324,10 @@ impl Budget {
     }
 
     /// Like [`Budget::try_acquire`], for admitted work: only the admitted waiters (never
-    /// new grants in the queue) go first.
+    /// new grants in the queue) are left their share.
     pub fn try_acquire_admitted(&self, amount: u64) -> Option<Grant> {
         let mut state = self.inner.lock();
-        if state.admitted.is_empty() && self.inner.fits(&state, amount) {
+        if self.inner.fits_behind(&state, amount, true) {
             state.used += amount;
             Some(self.inner.grant(amount))
         } else {
@@ -366,10 +380,11 @@ impl Grant {
         grown
     }
 
-    /// Grows the grant by `more` only if that fits now.
+    /// Grows the grant by `more` only if that fits now, beside what admitted waiters will
+    /// take.
     pub fn try_grow(&mut self, more: u64) -> bool {
         let mut state = self.inner.lock();
-        if state.admitted.is_empty() && self.inner.fits(&state, more) {
+        if self.inner.fits_behind(&state, more, true) {
             state.used += more;
             self.amount += more;
             true
@@ -422,6 +437,31 @@ impl std::fmt::Debug for Grant {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn a_grant_with_room_beside_a_woken_waiter_is_not_refused() {
+        let budget = Budget::new(100);
+        let _held = budget.try_acquire(30).unwrap();
+        // A thread woken to take 50, which has not run yet, is still among the waiters.
+        budget.inner.lock().admitted.push_back(Waiter {
+            ticket: 99,
+            amount: 50,
+            wake: Wake::Thread(Arc::new(Condvar::new())),
+        });
+        let small = budget.try_acquire_admitted(10);
+        assert!(small.is_some(), "room for both: 30 + 50 + 10 of 100");
+        assert!(
+            budget.try_acquire_admitted(15).is_none(),
+            "it would take from the waiter: 40 + 50 + 15 of 100"
+        );
+        assert!(budget.try_acquire(15).is_none());
+        let mut grant = small.unwrap();
+        assert!(grant.try_grow(10), "30 + 20 + 50 of 100");
+        assert!(!grant.try_grow(1));
+        // The waiter's share is still there for it.
+        assert!(budget.inner.fits(&budget.inner.lock(), 50));
+        budget.inner.lock().admitted.clear();
+    }
 
     #[test]
     fn grants_are_bounded_by_the_total_and_return_it_when_dropped() {

@@ -54,7 +54,7 @@ pub const LISTINGS: Queue = Queue(1);
 /// only wait for memory), and at most half `WORKERS`. Only they take listings, so one
 /// never waits for another on a worker that could be doing something else: with the 16
 /// workers taking listings and a permit for each fetch, 14 of 16 concurrent listings
-/// slept on a permit (2.8 voluntary switches per listing on the workers, 1.0 now). The
+/// slept on a permit (2.8 voluntary switches per listing on the workers, 0.9 now). The
 /// listings' cursors get as many MongoDB connections.
 pub fn listing_workers(settings: &HttpSettings, memory: &Budget) -> u16 {
     let replies = memory.total() / crate::store::MAX_BATCH_BYTES;

@@ -157,11 +157,10 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
             "probe",
             &answer_probe,
         )?;
-        let (first, listings) = (Queue::FIRST, LISTINGS);
         workers::spawn(
             scope,
             &api,
-            first,
+            Queue::FIRST,
             &store,
             http.workers,
             "worker",
@@ -170,7 +169,7 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
         workers::spawn(
             scope,
             &api,
-            listings,
+            LISTINGS,
             &store,
             listers,
             "lister",

@@ -13,8 +13,8 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Starts `count` workers named `name-N` on `server`'s `queue`, each answering with
-/// `answer` until the server has drained. If a thread cannot be started, the server's connections are
-/// cut (without its workers it would accept and never answer).
+/// `answer` until the server has drained. If a thread cannot be started, the server's
+/// connections are cut (without its workers it would accept and never answer).
 pub fn spawn<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     server: &'env Server,

@@ -41,13 +41,12 @@ impl Limits {
     }
 }
 
-/// The API server's job queues: [`Queue::FIRST`] for everything but whole listings, and
-/// [`LISTINGS`].
-pub const QUEUES: usize = 2;
 /// Whole-collection listings (and the later pieces of their bodies), for workers of their
 /// own (see [`listing_workers`]), so that writes, pages and readiness never wait behind
-/// them.
+/// them. Everything else waits in [`Queue::FIRST`].
 pub const LISTINGS: Queue = Queue(1);
+/// The API server's job queues.
+pub const QUEUES: usize = LISTINGS.0 + 1;
 
 /// The workers that fetch for listings, which is how many fetch at once: no more than the
 /// budget holds the largest reply for (a fetch reserves `MAX_BATCH_BYTES`; one more would

@@ -106,6 +106,44 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    /// A write that, given the batch `[1]`, says it has begun and waits until `finish`:
+    /// so that a test can submit while a write is under way.
+    struct HeldWrite {
+        begun: mpsc::Sender<()>,
+        started: Mutex<mpsc::Receiver<()>>,
+        finish: mpsc::Sender<()>,
+        may_finish: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl HeldWrite {
+        fn new() -> HeldWrite {
+            let (begun, started) = mpsc::channel();
+            let (finish, may_finish) = mpsc::channel();
+            HeldWrite {
+                begun,
+                started: Mutex::new(started),
+                finish,
+                may_finish: Mutex::new(may_finish),
+            }
+        }
+
+        fn wait_until_begun(&self) {
+            self.started.lock().unwrap().recv().unwrap();
+        }
+
+        fn let_finish(&self) {
+            self.finish.send(()).unwrap();
+        }
+
+        fn write<T: PartialEq + From<u8>>(&self, batch: Vec<T>) -> Vec<T> {
+            if batch == [T::from(1)] {
+                self.begun.send(()).unwrap();
+                self.may_finish.lock().unwrap().recv().unwrap();
+            }
+            batch
+        }
+    }
+
     /// An answer that sends its result, tagged, to `to`.
     fn send_to<R: Send + 'static>(to: &mpsc::Sender<(u32, R)>, tag: u32) -> Answer<R> {
         let to = to.clone();
@@ -149,26 +187,18 @@ mod tests {
     fn a_submitter_behind_a_write_goes_back_to_work_and_the_writer_writes_its_item() {
         let batcher = Batcher::default();
         let (to, results) = mpsc::channel();
-        let (started, write_started) = mpsc::channel();
-        let (finish, may_finish) = mpsc::channel::<()>();
-        let may_finish = Mutex::new(may_finish);
-        let write = |batch: Vec<u32>| {
-            if batch == [1] {
-                started.send(()).unwrap();
-                may_finish.lock().unwrap().recv().unwrap();
-            }
-            batch
-        };
+        let held = HeldWrite::new();
+        let write = |batch| held.write(batch);
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| batcher.submit(1, send_to(&to, 1), write, |_| None, 0));
-            write_started.recv().unwrap();
+            held.wait_until_begun();
             // A write is under way: this returns without its result.
             batcher.submit(2, send_to(&to, 2), write, |_| None, 0);
             assert!(
                 results.try_recv().is_err(),
                 "answered before any write ended"
             );
-            finish.send(()).unwrap();
+            held.let_finish();
             // The writer wrote the item queued meanwhile before it returned.
             writer.join().unwrap();
         });
@@ -198,22 +228,14 @@ mod tests {
     fn an_answer_that_panics_costs_no_other_its_answer() {
         let batcher = Batcher::default();
         let (to, results) = mpsc::channel();
-        let (started, write_started) = mpsc::channel();
-        let (finish, may_finish) = mpsc::channel::<()>();
-        let may_finish = Mutex::new(may_finish);
-        let write = |batch: Vec<i32>| {
-            if batch == [1] {
-                started.send(()).unwrap();
-                may_finish.lock().unwrap().recv().unwrap();
-            }
-            batch
-        };
+        let held = HeldWrite::new();
+        let write = |batch| held.write(batch);
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| batcher.submit(1, send_to(&to, 1), write, |_| None, 0));
-            write_started.recv().unwrap();
+            held.wait_until_begun();
             batcher.submit(2, Box::new(|_| panic!("a bug")), write, |_| None, 0);
             batcher.submit(3, send_to(&to, 3), write, |_| None, 0);
-            finish.send(()).unwrap();
+            held.let_finish();
             writer.join().unwrap();
         });
         let mut answered: Vec<(u32, i32)> = results.try_iter().collect();

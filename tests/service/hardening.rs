@@ -422,7 +422,7 @@ fn a_listing_nobody_reads_holds_no_worker_and_is_cut_once_it_takes_nothing() {
     let db = mongo.fresh_db("stall");
     mongo.preload(&db, 5_000, 1_000);
     let mut env = mongo_env(&mongo, &db);
-    // One listing may fetch at a time (half of two workers).
+    // One listing worker (half of two workers).
     env.push(("WORKERS", "2".into()));
     env.push(("RESPONSE_TIMEOUT_SECS", "3".into()));
     let service = Process::start(&env);
@@ -498,13 +498,19 @@ fn slow_listing(addr: SocketAddr, chunk: usize, pause: Duration) -> (u16, usize)
     }
 }
 
-#[test]
-fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
+/// The release binary in its cgroup, over a fresh collection of 60,000 documents (about
+/// 10 MB of JSON); the database and its user last as long as the `Mongo` returned.
+fn pod_with_ten_megabytes(name: &str) -> (Mongo, Pod) {
     let mongo = Mongo::shared();
-    let db = mongo.fresh_db("slowreaders");
-    // About 10 MB of JSON.
+    let db = mongo.fresh_db(name);
     mongo.preload(&db, 60_000, 120);
     let pod = Pod::start(&db, &mongo_env(&mongo, &db));
+    (mongo, pod)
+}
+
+#[test]
+fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
+    let (_mongo, pod) = pod_with_ten_megabytes("slowreaders");
     let addr = pod.service.addr;
     assert_eq!(
         http::get(&pod.service.management_url("/readyz")).status,
@@ -540,25 +546,30 @@ fn eight_slow_readers_of_the_whole_collection_do_not_deny_a_ninth() {
 
 #[test]
 fn listings_in_flight_hold_up_neither_writes_nor_pages() {
-    let mongo = Mongo::shared();
-    let db = mongo.fresh_db("busylisters");
-    // About 10 MB of JSON a listing.
-    mongo.preload(&db, 60_000, 120);
-    let pod = Pod::start(&db, &mongo_env(&mongo, &db));
+    let (_mongo, pod) = pod_with_ten_megabytes("busylisters");
     let addr = pod.service.addr;
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         // Twice as many listings as WORKERS at all times, each read as fast as it comes
-        // and thrown away.
-        for _ in 0..32 {
-            scope.spawn(|| {
-                let mut buf = vec![0u8; 1 << 16];
-                while !stop.load(Ordering::Relaxed) {
-                    let mut stream = http::request_listing(addr);
-                    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-                }
-            });
-        }
+        // and thrown away; each client counts the listings it got whole.
+        let listers: Vec<_> = (0..32)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut whole = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut stream = http::request_listing(addr);
+                        let mut bytes = 0;
+                        while let Ok(n @ 1..) = stream.read(&mut buf) {
+                            bytes += n;
+                        }
+                        // The padding alone of 60,000 documents.
+                        whole += usize::from(bytes > 60_000 * 120);
+                    }
+                    whole
+                })
+            })
+            .collect();
         std::thread::sleep(Duration::from_secs(2));
         let mut slowest = Duration::ZERO;
         let mut answers = Vec::new();
@@ -570,7 +581,12 @@ fn listings_in_flight_hold_up_neither_writes_nor_pages() {
             answers.push(((page.status, write.status), [page.body, write.body]));
         }
         stop.store(true, Ordering::Relaxed);
-        eprintln!("20 pages and writes beside 32 listings of 60,000 documents: slowest pair {slowest:.1?}");
+        let listed: usize = listers.into_iter().map(|l| l.join().unwrap()).sum();
+        eprintln!("20 pages and writes beside 32 listings of 60,000 documents: slowest pair {slowest:.1?}; {listed} whole listings meanwhile");
+        assert!(
+            listed >= 8,
+            "the listings were not under way: {listed} whole"
+        );
         let refused: Vec<String> = pod
             .service
             .output()

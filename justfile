@@ -260,7 +260,9 @@ with-docker registry +command:
     fi
     dir=$(mktemp -d /tmp/mongo-api-docker.XXXXXX)
     flags=(); [ "$registry" = - ] || flags=(--insecure-registry "$registry")
-    dockerd --iptables=false --ip6tables=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
+    # No bridge, no iptables and no IP forwarding: builds and runs use the host's network,
+    # and dockerd would otherwise turn on net.ipv4.ip_forward for the whole machine.
+    dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none --data-root $dir/data --exec-root $dir/exec \
         -H unix://$dir/docker.sock --pidfile $dir/docker.pid "${flags[@]}" >$dir/dockerd.log 2>&1 &
     dockerd_pid=$!
     # dockerd leaves its network namespace mounted under exec-root, and may leave the

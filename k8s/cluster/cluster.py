@@ -154,10 +154,10 @@ def up():
     host.save_settings()
     started = time.monotonic()
     try:
+        configs.write_all()
         host.make_network()
         host.make_mount_namespace()
         host.make_cgroups()
-        configs.write_all()
         make_pki()
         daemons = configs.daemons(KUBE)
         host.start("containerd", daemons["containerd"])

@@ -62,8 +62,11 @@ def containerd_config():
     # Every registry name goes to the node's own registry (hosts.toml `server` replaces
     # the upstream host): an image that is neither imported nor pushed there is an error
     # naming it, never a pull from outside.
+    # (containerd 1.6 refuses a hosts.toml without a [host] table, hence the same
+    # address twice.)
+    registry = f"http://127.0.0.1:{s.REGISTRY_PORT}"
     write(root / "certs.d" / "_default" / "hosts.toml",
-          f'server = "http://127.0.0.1:{s.REGISTRY_PORT}"\n')
+          f'server = "{registry}"\n\n[host."{registry}"]\n  capabilities = ["pull", "resolve"]\n')
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return write(root / "config.toml", f"""version = 2
 root = "{root / 'root'}"
@@ -190,7 +193,8 @@ def kube_proxy_config():
 def registry_config():
     return write(ETC / "registry.yml", f"""version: 0.1
 log:
-  level: warn
+  # Info: each request is logged, which shows what the node pulled.
+  level: info
 storage:
   filesystem:
     rootdirectory: {s.STATE / 'registry'}
@@ -271,10 +275,13 @@ def daemons(kube):
             f"--cluster-signing-cert-file={pki('ca.crt')}", f"--cluster-signing-key-file={pki('ca.key')}",
             f"--service-account-private-key-file={pki('sa.key')}", "--use-service-account-credentials=true",
             "--controllers=*,bootstrapsigner,tokencleaner",
+            f"--flex-volume-plugin-dir={s.STATE / 'kubelet-plugins'}",
         ],
         "kube-scheduler": [kube, "kube-scheduler", *component_auth("scheduler")],
+        # Its root is the default /var/lib/kubelet, which the node's mount namespace binds
+        # to STATE/kubelet (host.py).
         "kubelet": [kube, "kubelet", f"--config={ETC / 'kubelet.yaml'}", f"--kubeconfig={conf('kubelet')}",
-                    f"--root-dir={s.STATE / 'kubelet'}", f"--node-ip={s.NODE_IP}",
+                    f"--node-ip={s.NODE_IP}",
                     f"--hostname-override={s.NODE_NAME}"],
         "kube-proxy": [kube, "kube-proxy", f"--config={ETC / 'kube-proxy.yaml'}"],
     }

@@ -35,15 +35,21 @@ HOST_SETTINGS = [
     "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes", "net.ipv4.ip_forward",
 ]
 
-# Paths that node daemons write and that no setting moves (libcni's cache; the kubelet's
-# container log links and pod logs). Inside the node's mount namespace each is a bind
+# Paths that node daemons write and that no setting moves (the kubelet's sockets, libcni's
+# cache, the kubelet's container log links and pod logs). Inside the node's mount namespace each is a bind
 # mount of a directory under STATE; a mount point missing on the host is made, recorded,
 # and removed again.
 NODE_MOUNTS = {
+    # The kubelet's root: its device-plugin and pod-resources sockets and its serving
+    # certificate are under /var/lib/kubelet whatever --root-dir says.
+    "/var/lib/kubelet": s.STATE / "kubelet",
     "/var/lib/cni": s.STATE / "mounts" / "var-lib-cni",
     "/var/log/pods": s.STATE / "mounts" / "var-log-pods",
     "/var/log/containers": s.STATE / "mounts" / "var-log-containers",
 }
+# And the node's resolv.conf (configs.py writes it) over the host's, so that no daemon of
+# the node can resolve a name outside the cluster.
+NODE_FILE_MOUNTS = {"/etc/resolv.conf": s.STATE / "etc" / "resolv.conf"}
 
 
 def run(*argv, check=True, **kwargs):
@@ -115,7 +121,8 @@ def make_mount_namespace():
     for target, source in NODE_MOUNTS.items():
         source.mkdir(parents=True, exist_ok=True)
         make_dir(target)
-    binds = "; ".join(f"mount --bind {source} {target}" for target, source in NODE_MOUNTS.items())
+    binds = "; ".join(f"mount --bind {source} {target}"
+                      for target, source in {**NODE_MOUNTS, **NODE_FILE_MOUNTS}.items())
     # Shared within the node (the kubelet's volume mounts propagate into containers),
     # private from the host, since the namespace began private. /run is the node's own:
     # containerd's shim sockets and the pods' network namespaces live there.
@@ -176,6 +183,9 @@ def ours(pid):
     """Whether PID is a process in the cluster's cgroups (a PID file can outlive its
     process, and the number be reused by another)."""
     try:
+        # A zombie has ended; its parent (init, once `up` has exited) reaps it.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError):
         return False

@@ -107,3 +107,21 @@ def render(kubectl):
         make(directory)
         rendered.append((name, kubectl("kustomize", str(directory), capture_output=True, text=True).stdout))
     return rendered
+
+
+KUBE_ROUTER_USER = "kube-router"
+
+
+def kube_router_rbac():
+    """kube-router's ClusterRole from its module's manifest, bound to the user of its
+    client certificate (it runs on the node, as kube-proxy does, not as a pod)."""
+    upstream = build.module_dir(s.KUBE_ROUTER_MODULE.replace("/cmd/kube-router", ""))
+    with open(f"{upstream}/daemonset/generic-kuberouter.yaml") as f:
+        role = next(doc for doc in f.read().split("\n---") if "\nkind: ClusterRole\n" in f"\n{doc.strip()}\n")
+    binding = json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kube-router"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-router"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBE_ROUTER_USER}],
+    })
+    return f"{role}\n---\n{binding}\n"

@@ -182,5 +182,6 @@ def build():
     BIN.mkdir(parents=True, exist_ok=True)
     IMAGES.mkdir(parents=True, exist_ok=True)
     build_kube()
+    build_module(s.KUBE_ROUTER_MODULE)
     return [build_image(*spec) for spec in image_specs()]
 

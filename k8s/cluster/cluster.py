@@ -28,7 +28,7 @@ import settings as s
 KUBE = build.BIN / "kube"
 # Start order; `down` stops them in reverse.
 DAEMONS = ["containerd", "registry", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-           "kubelet", "kube-proxy"]
+           "kubelet", "kube-proxy", "kube-router"]
 
 
 def kubectl(*args, config=s.KUBECONFIG, **kwargs):
@@ -73,9 +73,12 @@ def make_pki():
     kubeadm("init", "phase", "certs", "all", f"--config={config}", stdout=subprocess.DEVNULL)
     kubeadm("init", "phase", "kubeconfig", "all", f"--config={config}", f"--kubeconfig-dir={configs.KUBECONFIGS}",
             stdout=subprocess.DEVNULL)
-    proxy = kubeadm("kubeconfig", "user", f"--config={config}", "--client-name=system:kube-proxy",
-                    capture_output=True, text=True).stdout
-    configs.write(configs.KUBECONFIGS / "kube-proxy.conf", proxy)
+    # kube-proxy's user is bound to system:node-proxier by Kubernetes' own RBAC; kube-router's,
+    # to its ClusterRole by install_addons.
+    for name, user in (("kube-proxy", "system:kube-proxy"), ("kube-router", addons.KUBE_ROUTER_USER)):
+        kubeconfig = kubeadm("kubeconfig", "user", f"--config={config}", f"--client-name={user}",
+                             capture_output=True, text=True).stdout
+        configs.write(configs.KUBECONFIGS / f"{name}.conf", kubeconfig)
 
 
 def import_images(tars):
@@ -115,7 +118,7 @@ def install_addons():
     cm = kubectl("-n", "kube-system", "create", "configmap", "coredns", f"--from-file=Corefile={corefile}",
                  "--dry-run=client", "-o", "yaml", capture_output=True, text=True).stdout
     kubectl("replace", "-f", "-", input=cm, text=True, stdout=subprocess.DEVNULL)
-    for name, manifests in addons.render(kubectl):
+    for name, manifests in [*addons.render(kubectl), ("kube-router", addons.kube_router_rbac())]:
         kubectl("apply", "--server-side", "-f", "-", input=manifests, text=True, stdout=subprocess.DEVNULL)
 
 
@@ -131,9 +134,11 @@ def top_shows_figures():
     return out.returncode == 0 and "m " in out.stdout
 
 
-def wait_ready():
+def wait_ready(daemons):
     wait_until("the node to register", 120, lambda: quietly(
         "kubectl", f"--kubeconfig={s.KUBECONFIG}", "get", "node", s.NODE_NAME))
+    # It looks its node up once, when it starts, and stops if it is not there yet.
+    host.start("kube-router", daemons["kube-router"])
     kubectl("wait", "--for=condition=Ready", f"node/{s.NODE_NAME}", "--timeout=120s", stdout=subprocess.DEVNULL)
     for namespace, deployment in (("kube-system", "coredns"), ("kube-system", "metrics-server"),
                                   ("local-path-storage", "local-path-provisioner")):
@@ -141,6 +146,10 @@ def wait_ready():
                 stdout=subprocess.DEVNULL)
     wait_until("cluster DNS to answer", 60, dns_answers)
     wait_until("kubectl top to show figures", 180, top_shows_figures)
+    # Nothing restarts a daemon here (no systemd): one that stopped is a failed start.
+    stopped = [name for name in DAEMONS if not host.running(name)]
+    if stopped:
+        raise RuntimeError(f"stopped while the node started: {', '.join(stopped)} (see {s.LOGS})")
 
 
 def up():
@@ -169,7 +178,7 @@ def up():
         install_addons()
         host.start("kubelet", daemons["kubelet"])
         host.start("kube-proxy", daemons["kube-proxy"])
-        wait_ready()
+        wait_ready(daemons)
     except BaseException:
         print(f"cluster: up failed; the daemons' logs are in {s.LOGS}", file=sys.stderr)
         down()

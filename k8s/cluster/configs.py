@@ -284,4 +284,7 @@ def daemons(kube):
                     f"--node-ip={s.NODE_IP}",
                     f"--hostname-override={s.NODE_NAME}"],
         "kube-proxy": [kube, "kube-proxy", f"--config={ETC / 'kube-proxy.yaml'}"],
+        "kube-router": [kube.parent / "kube-router", "--run-firewall=true", "--run-router=false",
+                        "--run-service-proxy=false", f"--kubeconfig={conf('kube-router')}",
+                        f"--hostname-override={s.NODE_NAME}", "--health-port=20244"],
     }

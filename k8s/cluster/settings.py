@@ -20,6 +20,11 @@ PAUSE_VERSION = "3.10"
 # on the node per claim).
 METRICS_SERVER_MODULE = "sigs.k8s.io/metrics-server/cmd/metrics-server@v0.8.0"
 LOCAL_PATH_MODULE = "github.com/rancher/local-path-provisioner@v0.0.30"
+# NetworkPolicy: kube-router's firewall alone (no routing, no service proxy), as k3s runs
+# it; docs/kubernetes.md says why this one (Calico cannot be built here; kube-network-
+# policies needs nftables' queue, which this kernel lacks). GHSA-phqm-jgc3-qf8g, reported
+# for this version, is in the service proxy, which does not run.
+KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v2.1.0"
 
 NAME = "mongo-api-test"
 # The kubectl context the kubeconfig names, and the node's name.

@@ -2,8 +2,8 @@
 
 Each test works in a namespace of its own, deleted after it, and fails when the part of
 the cluster it names is broken: scheduling and readiness, Services from the host, cluster
-DNS, storage, metrics, memory limits, Pod Security admission, and image pulls that stay
-on the node.
+DNS, storage, metrics, memory limits, Pod Security admission, NetworkPolicy, and image
+pulls that stay on the node.
 
     KUBECONFIG=target/cluster/kubeconfig python -m unittest test_cluster   (from k8s/cluster, as root)
 """
@@ -203,6 +203,37 @@ class ClusterTest(unittest.TestCase):
         tag = image.rsplit(":", 1)[1]
         log = (s.LOGS / "registry.log").read_text()
         self.assertIn(f"/v2/library/nginx/manifests/{tag}", log)
+
+    def test_network_policy_admits_only_the_pods_and_port_it_names(self):
+        other_ns = f"{self.ns}-other"
+        kubectl("create", "namespace", other_ns)
+        self.addCleanup(kubectl, "delete", "namespace", other_ns, "--wait=false")
+        server = pod("server", "mkdir -p /tmp/www && hostname >/tmp/www/index.html && "
+                               "httpd -p 8081 -h /tmp/www && exec httpd -f -p 8080 -h /tmp/www", RESTRICTED)
+        server["metadata"]["labels"] = {"app": "server"}
+        client = pod("client", "exec sleep 3600", RESTRICTED)
+        client["metadata"]["labels"] = {"role": "client"}
+        self.apply(server, client, pod("stranger", "exec sleep 3600", RESTRICTED))
+        kubectl("-n", other_ns, "apply", "-f", "-", input=json.dumps(client))
+        for name in ("server", "client", "stranger"):
+            self.wait_ready(name)
+        kubectl("-n", other_ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s")
+        ip = self.get("pod", "server")["status"]["podIP"]
+
+        def reaches(namespace, name, port):
+            # (Debian's static busybox wget crashes on -T; `timeout` bounds it instead.)
+            return kubectl("-n", namespace, "exec", name, "--", "timeout", "3", "wget", "-qO-",
+                           f"http://{ip}:{port}/", check=False).returncode == 0
+
+        paths = [(self.ns, "client", 8080), (self.ns, "client", 8081), (self.ns, "stranger", 8080),
+                 (other_ns, "client", 8080)]
+        # Open before the policy, so that what it closes is its doing.
+        self.assertEqual([reaches(*p) for p in paths], [True] * 4)
+        self.apply({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "server"},
+                    "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
+                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                          "ports": [{"port": 8080, "protocol": "TCP"}]}]}})
+        eventually("the policy enforced", 30, lambda: [reaches(*p) for p in paths] == [True, False, False, False])
 
     def test_the_node_has_no_route_out(self):
         routes = host.in_node("ip", "-j", "route", "show", capture_output=True, text=True).stdout

@@ -318,6 +318,36 @@ deps-k8s: venv
     {{venv}}/bin/kubernetes-validate --version 2>/dev/null | grep -qx "{{kubernetes_validate_version}}" \
         || {{venv}}/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate=={{kubernetes_validate_version}}"
 
+# Install what the test cluster needs: Go (1.23 or newer, from the machine), and from Debian containerd, runc, the CNI plugins, iptables, ipset, busybox, a registry, Docker
+deps-cluster: deps-docker venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v go >/dev/null || { echo "the test cluster is built with Go 1.23 or newer: https://go.dev/doc/install" >&2; exit 1; }
+    missing=()
+    for tool in containerd runc iptables ipset nsenter curl docker-registry; do
+        command -v $tool >/dev/null || missing+=($tool)
+    done
+    [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+    dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    missing=("${missing[@]/nsenter/util-linux}")
+    [ ${#missing[@]} -eq 0 ] || just apt "${missing[@]}"
+
+# Build the test cluster (Kubernetes, etcd, CoreDNS, metrics-server, a provisioner, kube-router, images) into target/cluster; cached after the first build
+cluster-build: deps-cluster
+    just with-docker - {{venv}}/bin/python k8s/cluster/cluster.py build
+
+# Start the test cluster (root): one Kubernetes node in a network namespace of its own; prints its kubeconfig (context mongo-api-test)
+cluster-up: cluster-build
+    {{venv}}/bin/python k8s/cluster/cluster.py up
+
+# Stop the test cluster: every process by PID, every namespace, mount, cgroup and route it made; the host's settings restored
+cluster-down:
+    {{venv}}/bin/python k8s/cluster/cluster.py down
+
+# The test cluster's life, checked: up (killed, then again), its tests, down, the host as it was, up and down again
+test-cluster: cluster-build
+    cd k8s/cluster && ../../{{venv}}/bin/python lifecycle_check.py
+
 # Fuzz each target for SECONDS (libFuzzer); new inputs go to target/fuzz-corpus, crashes to target/fuzz-artifacts, not git
 fuzz seconds="60": deps-fuzz
     #!/usr/bin/env bash
@@ -481,6 +511,7 @@ test: deps
     just test-mongo-init
     just test-arm64
     just test-push
+    just test-cluster
 
 # Benchmark: no arguments, the whole local comparison (about 15 min once built); with arguments, one `bench run`
 bench *args: build-static

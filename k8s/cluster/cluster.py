@@ -14,6 +14,7 @@ Needs root. See docs/kubernetes.md for what this cluster is and is not.
 import argparse
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -198,6 +199,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["build", "up", "down"])
     command = parser.parse_args().command
+    if command != "build" and os.geteuid() != 0:
+        sys.exit(f"cluster: {command} needs root (network and mount namespaces, cgroups, host settings)")
     if command == "build":
         build.build()
     elif command == "up":

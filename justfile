@@ -247,6 +247,7 @@ check-k8s: deps-k8s secrets
         {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}} --binary target/debug/mongo-api
     done
     cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy
+    cd k8s/cluster && ../../{{venv}}/bin/python -m unittest --quiet test_settings
 
 # A private Docker engine for COMMAND, stopped (and its files removed) after it; with REGISTRY, allowed to push there over HTTP
 [private]

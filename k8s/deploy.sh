@@ -36,7 +36,8 @@ set -euo pipefail
 PROFILE=${MINIKUBE_PROFILE:-minikube}
 CONTEXT=$PROFILE
 NAMESPACE=mongo-api
-# The version Minikube is started with: the one the manifests are validated against.
+# The version Minikube is started with: the one the manifests are validated against, and
+# the one the test cluster builds and runs (k8s/cluster/settings.py; its tests check both).
 KUBERNETES_VERSION=v1.32.0
 # The oldest the manifests work on: `preStop: sleep` is on by default from 1.30 (beta),
 # refused by older API servers, and silently dropped by 1.29.

@@ -165,17 +165,24 @@ def build_image(name, files, user, entrypoint, cmd):
         else:
             target.symlink_to(source)
     (context / "Dockerfile").write_text(dockerfile)
-    if "DOCKER_HOST" not in os.environ and subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        sys.exit("cluster: building the images needs a Docker engine (just cluster-build starts a private one)")
     print(f"building the image {name}", flush=True)
-    # The classic builder: FROM scratch and COPY need nothing more (and it says so only
-    # when asked for it by name).
-    subprocess.run(["docker", "build", "--quiet", "--no-cache", "-t", name, str(context)], check=True,
-                   stdout=subprocess.DEVNULL, env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    docker_build(name, context)
     subprocess.run(["docker", "save", "-o", str(tar), name], check=True)
     shutil.rmtree(context)
     mark(tar, stamp)
     return tar
+
+
+def docker_build(name, context):
+    """`docker build` of CONTEXT (its Dockerfile) as NAME."""
+    if "DOCKER_HOST" not in os.environ and subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        sys.exit("cluster: building the images needs a Docker engine (just cluster-build starts a private one)")
+    # The classic builder: FROM scratch and COPY need nothing more (and it says so only
+    # when asked for it by name).
+    built = subprocess.run(["docker", "build", "--quiet", "--no-cache", "-t", name, str(context)],
+                           capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    if built.returncode != 0:
+        sys.exit(f"cluster: docker build of {name} failed:\n{built.stderr}")
 
 
 def build():

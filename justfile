@@ -164,8 +164,11 @@ push registry: docker-running
     tag=$(just image-tag amd64)
     tags=($tag)
     case "$tag" in *-dirty-*) echo "the tree has changes: pushing $repo:$tag only, never :{{version}}" ;; *) tags+=({{version}}) ;; esac
-    # A registry on this machine (a test) speaks plain HTTP.
+    # A registry on this machine, or one the engine was told speaks plain HTTP
+    # (dockerd --insecure-registry, as for the test cluster's), takes the manifest over HTTP.
     insecure=(); case "{{registry}}" in 127.0.0.1:* | localhost:*) insecure=(--insecure) ;; esac
+    secure=$(docker info --format '{{"{{"}}(index .RegistryConfig.IndexConfigs "{{registry}}").Secure{{"}}"}}' 2>/dev/null || true)
+    [ "$secure" != false ] || insecure=(--insecure)
     for arch in amd64 arm64; do
         just build-image $arch
         docker tag mongo-api:$(just image-tag $arch)-$arch $repo:$tag-$arch

@@ -10,54 +10,13 @@ pulls that stay on the node.
 
 import ipaddress
 import json
-import subprocess
-import time
 import unittest
-import urllib.request
 import uuid
 
 import host
 import settings as s
-
-BUSYBOX = s.BUSYBOX_IMAGE
-# What Pod Security `restricted` asks of a container.
-RESTRICTED = {
-    "runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-def kubectl(*args, input=None, check=True):
-    return subprocess.run(["kubectl", f"--kubeconfig={s.KUBECONFIG}", *args], input=input, capture_output=True,
-                          text=True, check=check)
-
-
-def pod(name, command, security=None, container=(), volumes=(), mounts=()):
-    """A busybox pod running COMMAND, with a writable /tmp (the image is FROM scratch)."""
-    spec = {"name": name, "image": BUSYBOX, "command": ["sh", "-c", command],
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts], **dict(container)}
-    if security is not None:
-        spec["securityContext"] = security
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [spec], "terminationGracePeriodSeconds": 0,
-                     "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes]}}
-
-
-def eventually(what, seconds, check):
-    """CHECK's first true value within SECONDS (polled each second), else a failure naming WHAT."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(1)
-
-
-def http_get(url):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode().strip()
+import testing
+from testing import RESTRICTED, eventually, http_get, kubectl, pod
 
 
 class ClusterTest(unittest.TestCase):
@@ -67,17 +26,16 @@ class ClusterTest(unittest.TestCase):
         self.addCleanup(kubectl, "delete", "namespace", self.ns, "--wait=false")
 
     def apply(self, *objects):
-        kubectl("-n", self.ns, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                      "items": list(objects)}))
+        testing.apply(self.ns, *objects)
 
     def get(self, *args):
-        return json.loads(kubectl("-n", self.ns, "get", *args, "-o", "json").stdout)
+        return testing.get(self.ns, *args)
 
     def exec(self, pod_name, command, check=True):
         return kubectl("-n", self.ns, "exec", pod_name, "--", "sh", "-c", command, check=check)
 
     def wait_ready(self, pod_name):
-        kubectl("-n", self.ns, "wait", "--for=condition=Ready", f"pod/{pod_name}", "--timeout=120s")
+        testing.wait_ready(self.ns, pod_name)
 
     def web(self, replicas=2):
         """A Deployment of busybox web servers answering their pod's name, and a NodePort
@@ -209,10 +167,9 @@ class ClusterTest(unittest.TestCase):
         kubectl("create", "namespace", other_ns)
         self.addCleanup(kubectl, "delete", "namespace", other_ns, "--wait=false")
         server = pod("server", "mkdir -p /tmp/www && hostname >/tmp/www/index.html && "
-                               "httpd -p 8081 -h /tmp/www && exec httpd -f -p 8080 -h /tmp/www", RESTRICTED)
-        server["metadata"]["labels"] = {"app": "server"}
-        client = pod("client", "exec sleep 3600", RESTRICTED)
-        client["metadata"]["labels"] = {"role": "client"}
+                               "httpd -p 8081 -h /tmp/www && exec httpd -f -p 8080 -h /tmp/www", RESTRICTED,
+                     labels={"app": "server"})
+        client = pod("client", "exec sleep 3600", RESTRICTED, labels={"role": "client"})
         self.apply(server, client, pod("stranger", "exec sleep 3600", RESTRICTED))
         kubectl("-n", other_ns, "apply", "-f", "-", input=json.dumps(client))
         for name in ("server", "client", "stranger"):

@@ -1,0 +1,208 @@
+"""The reference's deployment on the test cluster, through the commands a user types.
+
+The service's image goes to the node's registry with `just push`, the deployment is
+applied with `just deploy-to mongo-api-test IMAGE@DIGEST` and removed with
+`just undeploy mongo-api-test`; everything in between is observed with kubectl and over
+HTTP from the host. The one difference from what users run: the node's registry serves
+the MongoDB stand-in's image under the manifests' `mongo:` name (mongo_image.py).
+
+The tests of one deployment run in order (their names are numbered) against the same
+namespace; each fails when the part of the deployment it names is broken.
+
+    python -m unittest test_deployment   (from k8s/cluster, as root, with the cluster up)
+"""
+
+import json
+import os
+import re
+import subprocess
+import unittest
+
+import mongo_image
+import settings as s
+import testing
+from testing import RESTRICTED, SteadyLoad, eventually, get, http, just, kubectl, pod
+
+NAMESPACE = "mongo-api"
+REGISTRY = f"{s.NODE_IP}:{s.REGISTRY_PORT}"
+URL = f"http://{s.NODE_IP}:30007"
+API = "app.kubernetes.io/name=mongo-api"
+
+
+def manifests_mongo_image():
+    text = (s.ROOT / "k8s" / "base" / "mongo-statefulset.yaml").read_text()
+    return re.search(r"^\s+image: (\S+)$", text, re.M).group(1)
+
+
+def push_service_image():
+    """`just push` to the node's registry (by a private Docker engine told it speaks HTTP);
+    the index's reference by digest, as the recipe prints it."""
+    out = just("with-docker", REGISTRY, "just", "push", REGISTRY).stdout
+    return re.search(r"^index: (\S+)$", out, re.M).group(1)
+
+
+def api_pods():
+    """The service's pods, less those terminating."""
+    return [p for p in get(NAMESPACE, "pods", "-l", API)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def ready(p):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+
+
+def restarts_and_reasons():
+    """Every container restart in the namespace, with why the last one ended."""
+    found = {}
+    for p in get(NAMESPACE, "pods")["items"]:
+        for c in p["status"].get("containerStatuses", []):
+            found[p["metadata"]["name"]] = (c["restartCount"], c.get("lastState", {}).get("terminated", {}).get("reason"))
+    return found
+
+
+def one_shot(namespace, name, command, labels=None):
+    """Run COMMAND in a new busybox pod of NAMESPACE; its exit status and output."""
+    testing.apply(namespace, pod(name, "exec sleep 600", RESTRICTED, labels=labels))
+    try:
+        testing.wait_ready(namespace, name)
+        out = kubectl("-n", namespace, "exec", name, "--", "sh", "-c", command, check=False)
+        return out.returncode, out.stdout + out.stderr
+    finally:
+        kubectl("-n", namespace, "delete", "pod", name, "--wait=false")
+
+
+class BaseDeployment(unittest.TestCase):
+    """k8s/base, deployed with `just deploy-to`."""
+
+    @classmethod
+    def setUpClass(cls):
+        mongo_image.build_image()
+        mongo_image.push(manifests_mongo_image())
+        # TEST_SERVICE_IMAGE: an image already pushed there (by digest), to skip the push.
+        cls.image = os.environ.get("TEST_SERVICE_IMAGE") or push_service_image()
+        just("secrets")
+        cls.deploy = just("deploy-to", s.CONTEXT, cls.image)
+
+    @classmethod
+    def tearDownClass(cls):
+        just("undeploy", s.CONTEXT)
+
+    def test_01_every_pod_is_ready_and_admitted_by_pod_security_restricted(self):
+        self.assertIn("successfully rolled out", self.deploy.stdout)
+        pods = get(NAMESPACE, "pods")["items"]
+        self.assertEqual(sorted(p["metadata"]["labels"]["app.kubernetes.io/name"] for p in pods),
+                         ["mongo", "mongo-api", "mongo-api"])
+        self.assertTrue(all(ready(p) for p in pods), [p["metadata"]["name"] for p in pods if not ready(p)])
+        labels = get("", "namespace", NAMESPACE)["metadata"]["labels"]
+        self.assertEqual(labels["pod-security.kubernetes.io/enforce"], "restricted")
+        refused = kubectl("-n", NAMESPACE, "apply", "-f", "-", check=False, input=json.dumps(
+            pod("privileged", "exec sleep 600", {"privileged": True})))
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn('violates PodSecurity "restricted:latest"', refused.stderr)
+
+    def test_02_the_references_scenario_through_the_node_port(self):
+        status, body = http("GET", f"{URL}/")
+        self.assertEqual(status, 200)
+        self.assertRegex(body, r"^Welcome to the Flask app! The current time is: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+        document = {"scenario": "reference", "n": 2}
+        status, body = http("POST", f"{URL}/data", document)
+        self.assertEqual((status, json.loads(body)), (201, {"status": "Data inserted"}))
+        status, body = http("GET", f"{URL}/data")
+        self.assertEqual(status, 200)
+        self.assertIn(document, json.loads(body))
+
+    def test_03_the_service_finds_mongodb_by_the_service_name_through_cluster_dns(self):
+        config = next(cm["data"] for cm in get(NAMESPACE, "configmaps")["items"] if "MONGO_HOST" in cm.get("data", {}))
+        self.assertEqual(config["MONGO_HOST"], "mongo")
+        mongo_ip = get(NAMESPACE, "pod", "mongo-0")["status"]["podIP"]
+        # From a pod of the namespace, as the service's pods ask: the headless Service's
+        # name resolves to MongoDB's pod itself.
+        code, out = one_shot(NAMESPACE, "resolver", f"nslookup mongo.{NAMESPACE}.svc.{s.CLUSTER_DOMAIN}")
+        self.assertIn(f"Address: {mongo_ip}", out)
+        # And the service, which knows MongoDB by that name only, is Ready: its readiness
+        # is a ping of MongoDB with its credentials.
+        self.assertTrue(all(ready(p) for p in api_pods()))
+
+    def test_04_mongodbs_data_survives_its_pod_being_deleted(self):
+        documents = [{"survivor": i} for i in range(20)]
+        for d in documents:
+            self.assertEqual(http("POST", f"{URL}/data", d)[0], 201)
+        claim = get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"]
+        kubectl("-n", NAMESPACE, "delete", "pod", "mongo-0", "--wait=true")
+        eventually("mongo-0 back", 180, lambda: ready(get(NAMESPACE, "pod", "mongo-0")), every=2)
+        self.assertEqual(get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"], claim)
+        # The service's readiness follows MongoDB again before it answers.
+        eventually("the service to list documents again", 60, lambda: http("GET", f"{URL}/data")[0] == 200)
+        listed = json.loads(http("GET", f"{URL}/data")[1])
+        # (In an order of MongoDB's choosing: natural order is not kept across a restart.)
+        self.assertEqual(sorted(d["survivor"] for d in listed if "survivor" in d), list(range(20)))
+
+    def test_05_network_policy_keeps_mongodb_and_the_management_port_from_other_pods(self):
+        other = "mongo-api-netpol-test"
+        kubectl("create", "namespace", other)
+        self.addCleanup(kubectl, "delete", "namespace", other, "--wait=false")
+        testing.apply(other, pod("stranger", "exec sleep 600", RESTRICTED))
+        testing.wait_ready(other, "stranger")
+        mongo_ip = get(NAMESPACE, "pod", "mongo-0")["status"]["podIP"]
+        api_ip = api_pods()[0]["status"]["podIP"]
+        # MongoDB closes a connection that sends it garbage, so nc ends at once when it
+        # got through; a refused or dropped one fails (or meets `timeout`).
+        probes = (f"echo x | timeout 3 nc {mongo_ip} 27017 >/dev/null; echo mongo=$?; "
+                  f"timeout 3 wget -qO- http://{api_ip}:8081/healthz >/dev/null; echo management=$?; "
+                  f"timeout 3 wget -qO- http://{api_ip}:5000/ >/dev/null; echo api=$?")
+
+        def reachable():
+            out = kubectl("-n", other, "exec", "stranger", "--", "sh", "-c", probes).stdout
+            return {name: code == "0" for name, code in re.findall(r"^(\w+)=(\d+)$", out, re.M)}
+
+        self.assertEqual(reachable(), {"mongo": False, "management": False, "api": True})
+        self.assertTrue(all(ready(p) for p in api_pods()), "the service reaches MongoDB")
+        # Without the policies the same probes get through: what closed them was the
+        # policies, not the probes.
+        policies = get(NAMESPACE, "networkpolicies")["items"]
+        self.assertEqual(len(policies), 2)
+        kubectl("-n", NAMESPACE, "delete", "networkpolicies", "--all")
+        try:
+            eventually("every port open without the policies", 30,
+                       lambda: reachable() == {"mongo": True, "management": True, "api": True})
+        finally:
+            for policy in policies:
+                for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+                    policy["metadata"].pop(key, None)
+            testing.apply(NAMESPACE, *policies)
+        eventually("the policies enforced again", 30,
+                   lambda: reachable() == {"mongo": False, "management": False, "api": True})
+
+    def test_06_deleting_a_service_pod_under_load_loses_no_request(self):
+        victim = api_pods()[0]["metadata"]["name"]
+        with SteadyLoad(f"{URL}/data") as load:
+            kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=true")
+            eventually("two service pods ready again", 120, lambda: sum(ready(p) for p in api_pods()) == 2)
+        self.assertEqual(load.failures, [], load.summary())
+        self.assertGreater(load.ok, 100, load.summary())
+
+    def test_07_a_rolling_update_and_a_drain_under_load_lose_no_request(self):
+        # A new image reference (the amd64 image by its own digest, not the index's)
+        # rolled out by the user's command.
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{self.image}"],
+                             capture_output=True, text=True, check=True).stdout
+        amd64 = next(m["digest"] for m in json.loads(raw)["manifests"] if m["platform"]["architecture"] == "amd64")
+        new_image = f"{self.image.split('@')[0]}@{amd64}"
+        with SteadyLoad(f"{URL}/data") as load:
+            just("deploy-to", s.CONTEXT, new_image)
+            images = {p["spec"]["containers"][0]["image"] for p in api_pods()}
+            drain = kubectl("drain", s.NODE_NAME, f"--pod-selector={API}", "--timeout=40s",
+                            "--ignore-daemonsets", "--delete-emptydir-data", check=False)
+            ready_during_drain = sum(ready(p) for p in api_pods())
+            kubectl("uncordon", s.NODE_NAME)
+            eventually("two service pods ready after the drain", 120, lambda: sum(ready(p) for p in api_pods()) == 2)
+        self.assertEqual(images, {new_image})
+        # One node: the PodDisruptionBudget (minAvailable 1) lets the drain evict one
+        # pod, which cannot come back on the cordoned node, and refuses the other.
+        self.assertNotEqual(drain.returncode, 0, drain.stdout)
+        self.assertIn("disruption budget", drain.stderr + drain.stdout)
+        self.assertGreaterEqual(ready_during_drain, 1)
+        self.assertEqual(load.failures, [], load.summary())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -249,8 +249,8 @@ check-k8s: deps-k8s secrets
         done
         {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}} --binary target/debug/mongo-api
     done
-    cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy
-    cd k8s/cluster && ../../{{venv}}/bin/python -m unittest --quiet test_settings
+    (cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy)
+    (cd k8s/cluster && ../../{{venv}}/bin/python -m unittest --quiet test_settings)
 
 # A private Docker engine for COMMAND, stopped (and its files removed) after it; with REGISTRY, allowed to push there over HTTP
 [private]
@@ -349,9 +349,9 @@ cluster-up: cluster-build
 cluster-down:
     {{venv}}/bin/python k8s/cluster/cluster.py down
 
-# The test cluster's life, checked: up (killed, then again), its tests, down, the host as it was, up and down again
-test-cluster: cluster-build
-    cd k8s/cluster && ../../{{venv}}/bin/python lifecycle_check.py
+# The test cluster's life, checked: up (killed, then again), its tests and the deployment's, down, the host as it was, up and down again
+test-cluster: cluster-build deps-mongosh deps-registry
+    cd k8s/cluster && ../../{{venv}}/bin/python lifecycle_check.py test_deployment
 
 # Fuzz each target for SECONDS (libFuzzer); new inputs go to target/fuzz-corpus, crashes to target/fuzz-artifacts, not git
 fuzz seconds="60": deps-fuzz

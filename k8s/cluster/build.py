@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import settings as s
 
@@ -98,8 +99,7 @@ def build_pause():
     """Kubernetes' pause program, from the source in its module, static as upstream builds it."""
     source = os.path.join(module_dir(f"k8s.io/kubernetes@{s.KUBERNETES_VERSION}"), "build", "pause", "linux", "pause.c")
     out = BIN / "pause"
-    with open(source, "rb") as f:
-        stamp = digest(f.read(), s.PAUSE_VERSION)
+    stamp = digest(Path(source).read_bytes(), s.PAUSE_VERSION)
     if not fresh(out, stamp):
         subprocess.run(["cc", "-Os", "-Wall", "-Werror", "-static", f'-DVERSION=v{s.PAUSE_VERSION}',
                         "-o", str(out), source], check=True)
@@ -150,7 +150,7 @@ def build_image(name, files, user, entrypoint, cmd):
     ]) + "\n"
     parts = [dockerfile]
     for path, source in sorted(files.items()):
-        parts += [path, source if "/" not in str(source) else open(source, "rb").read()]
+        parts += [path, source if "/" not in str(source) else Path(source).read_bytes()]
     stamp = digest(*parts)
     if fresh(tar, stamp):
         return tar

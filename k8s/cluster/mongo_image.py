@@ -90,7 +90,7 @@ def build_image():
     """The image as IMAGES/mongo-standin.tar, rebuilt when an input changed."""
     inputs = [shutil.which("secantusd-rs"), shutil.which("node"), SOURCE / "docker-entrypoint.sh",
               MONGOSH / "mongosh" / "package.json"]
-    stamp = build.digest(DOCKERFILE, *[open(p, "rb").read() for p in inputs if p])
+    stamp = build.digest(DOCKERFILE, *[Path(p).read_bytes() for p in inputs if p])
     if build.fresh(TAR, stamp):
         return TAR
     context = build.IMAGES / "mongo-context"

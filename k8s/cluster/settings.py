@@ -58,6 +58,7 @@ LOGS = CACHE / "logs"
 STATE = Path(os.environ.get("MONGO_API_CLUSTER_STATE", "/var/lib/mongo-api-test"))
 # The cgroup (in every v1 hierarchy) that holds the node's daemons and its pods.
 CGROUP = NAME
+CGROUP_ROOT_MEMORY = Path("/sys/fs/cgroup/memory")
 # Network namespace, and the host's end of the veth pair into it (named for the cluster).
 NETNS = NAME
 HOST_LINK = NAME

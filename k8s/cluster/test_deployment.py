@@ -15,8 +15,12 @@ namespace; each fails when the part of the deployment it names is broken.
 import json
 import os
 import re
+import socket
 import subprocess
+import time
 import unittest
+
+import yaml
 
 import mongo_image
 import settings as s
@@ -57,6 +61,85 @@ def restarts_and_reasons():
         for c in p["status"].get("containerStatuses", []):
             found[p["metadata"]["name"]] = (c["restartCount"], c.get("lastState", {}).get("terminated", {}).get("reason"))
     return found
+
+
+MiB = 1 << 20
+
+
+def mongo_connections():
+    """TCP connections established to MongoDB's port, counted inside its pod."""
+    out = kubectl("-n", NAMESPACE, "exec", "mongo-0", "--", "sh", "-c",
+                  "netstat -tn | grep -c ':27017 .*ESTABLISHED'").stdout
+    return int(out)
+
+
+def mongo_memory_limit(overlay):
+    """The MongoDB container's memory limit in OVERLAY, in bytes."""
+    rendered = yaml.safe_load_all(kubectl("kustomize", str(s.ROOT / "k8s" / overlay)).stdout)
+    statefulset = next(d for d in rendered if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "mongo")
+    limit = statefulset["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", limit).groups()
+    return int(number) * (MiB if unit == "Mi" else 1024 * MiB)
+
+
+def container_cgroups():
+    """The memory cgroup of each service container, on the node's hierarchy."""
+    found = {}
+    for p in api_pods():
+        container = p["status"]["containerStatuses"][0]["containerID"].split("//")[1]
+        found[p["metadata"]["name"]] = next(
+            (s.CGROUP_ROOT_MEMORY / s.CGROUP).rglob(container))
+    return found
+
+
+def reset_peaks():
+    for group in container_cgroups().values():
+        (group / "memory.max_usage_in_bytes").write_text("0")
+
+
+def service_peaks():
+    return {name: int((group / "memory.max_usage_in_bytes").read_text())
+            for name, group in container_cgroups().items()}
+
+
+def connect_many(count, first_bytes):
+    """COUNT connections to the NodePort, each sending FIRST_BYTES, kept open."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection((s.NODE_IP, 30007), timeout=10)
+        try:
+            sock.sendall(first_bytes)
+        except OSError:
+            pass  # refused meanwhile: one fewer
+        held.append(sock)
+    return held
+
+
+def idle_connections(count):
+    held = connect_many(count, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(1)
+    return held
+
+
+def partial_heads(count, size):
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Fill: "
+    held = connect_many(count, head + b"a" * (size - len(head)))
+    time.sleep(1)
+    return held
+
+
+def array_bodies(count):
+    """COUNT uploads of the body that grows most into BSON (an array of zeros, 1 MiB),
+    all sent at once and answered (stored or refused 503)."""
+    zeros = (MiB - 16) // 2
+    body = b'{"a":[' + b"0," * (zeros - 1) + b"0]}"
+    head = (f"POST /data HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    held = connect_many(count, head + body)
+    for sock in held:
+        sock.settimeout(30)
+        sock.recv(64)
+    return held
 
 
 def one_shot(namespace, name, command, labels=None):
@@ -202,6 +285,78 @@ class BaseDeployment(unittest.TestCase):
         self.assertIn("disruption budget", drain.stderr + drain.stdout)
         self.assertGreaterEqual(ready_during_drain, 1)
         self.assertEqual(load.failures, [], load.summary())
+
+    def test_08_with_a_wrong_password_in_the_secret_the_service_is_not_ready_and_says_why(self):
+        secret = get(NAMESPACE, "secret", "mongo-credentials")
+        kubectl("-n", NAMESPACE, "patch", "secret", "mongo-credentials", "--type=merge",
+                "-p", json.dumps({"stringData": {"MONGO_APP_PASSWORD": "not-the-password"}}))
+        old = {p["metadata"]["name"] for p in api_pods()}
+        try:
+            kubectl("-n", NAMESPACE, "rollout", "restart", "deployment/mongo-api")
+            new = eventually("a pod with the new password running", 60, lambda: [
+                p for p in api_pods() if p["metadata"]["name"] not in old and p["status"].get("phase") == "Running"])
+            name, ip = new[0]["metadata"]["name"], new[0]["status"]["podIP"]
+            # Long enough for several readiness periods (5 s) and MongoDB's timeout (2 s).
+            with SteadyLoad(f"{URL}/data") as load:
+                eventually("the new pod to say why", 30, lambda: "uthentication" in kubectl(
+                    "-n", NAMESPACE, "logs", name).stdout)
+                logs = kubectl("-n", NAMESPACE, "logs", name).stdout
+                pod_now = get(NAMESPACE, "pod", name)
+                code, answer = one_shot(NAMESPACE, "asker",
+                                        f"wget -S -qO- http://{ip}:5000/data 2>&1; echo; wget -qO- http://{ip}:5000/")
+            self.assertFalse(ready(pod_now), "a pod that cannot log in to MongoDB is not Ready")
+            # The rollout waits for it (maxUnavailable 0): the old pods serve meanwhile.
+            self.assertEqual({p["metadata"]["name"] for p in api_pods() if ready(p)}, old)
+            self.assertEqual(load.failures, [], load.summary())
+            auth_lines = [line for line in logs.splitlines() if "uthentication" in line]
+            self.assertTrue(auth_lines, logs)
+            self.assertNotIn("not-the-password", logs)
+            # What it answers itself: 503 for the data it cannot reach, its own page.
+            self.assertIn("HTTP/1.1 503", answer)
+            self.assertIn("Welcome to the Flask app!", answer)
+        finally:
+            kubectl("-n", NAMESPACE, "patch", "secret", "mongo-credentials", "--type=merge",
+                    "-p", json.dumps({"data": secret["data"]}))
+            kubectl("-n", NAMESPACE, "rollout", "restart", "deployment/mongo-api")
+            kubectl("-n", NAMESPACE, "rollout", "status", "deployment/mongo-api", "--timeout=180s")
+
+    def test_09_service_pods_under_the_memory_floods_are_not_oom_killed(self):
+        before = restarts_and_reasons()
+        peaks = {}
+        floods = [("10,000 idle keep-alive connections", lambda: idle_connections(10_000)),
+                  ("19,000 connections holding 7 KiB of a head", lambda: partial_heads(19_000, 7 * 1024)),
+                  ("64 concurrent 1 MiB array bodies", lambda: array_bodies(64))]
+        for name, flood in floods:
+            reset_peaks()
+            held = flood()
+            status, _ = http("GET", f"{URL}/")
+            for sock in held:
+                sock.close()
+            peaks[name] = service_peaks()
+            self.assertEqual(status, 200, f"a newcomer during {name}")
+        print(f"\nservice pods' memory cgroup peaks, MiB (limit 120): "
+              f"{ {name: sorted(round(p / MiB, 1) for p in by_pod.values()) for name, by_pod in peaks.items()} }")
+        self.assertEqual(restarts_and_reasons(), before)
+        for name, by_pod in peaks.items():
+            self.assertTrue(all(peak < 120 * MiB for peak in by_pod.values()), name)
+
+    def test_10_five_service_pods_under_load_hold_connections_mongodb_has_memory_for(self):
+        kubectl("-n", NAMESPACE, "patch", "hpa", "mongo-api", "--type=merge", "-p", '{"spec":{"minReplicas":5}}')
+        try:
+            eventually("five service pods ready", 180, lambda: sum(ready(p) for p in api_pods()) == 5, every=2)
+            with SteadyLoad(f"{URL}/data", clients=8, pause=0) as load:
+                eventually("every pod to have answered", 60, lambda: load.ok > 500)
+                connections = mongo_connections()
+            self.assertEqual(load.failures, [], load.summary())
+        finally:
+            kubectl("-n", NAMESPACE, "patch", "hpa", "mongo-api", "--type=merge", "-p", '{"spec":{"minReplicas":2}}')
+        # mongod runs a thread per connection and budgets up to about 1 MiB for each;
+        # beside the WiredTiger cache the StatefulSet sets (0.25 GB), they must fit in its
+        # memory limit, in each overlay.
+        limits = {overlay: mongo_memory_limit(overlay) for overlay in ("base", "overlays/assignment")}
+        print(f"\nMongoDB connections with 5 service pods under load: {connections}; memory limits {limits}")
+        for overlay, limit in limits.items():
+            self.assertLessEqual(256 * MiB + connections * MiB, limit, overlay)
 
 
 if __name__ == "__main__":

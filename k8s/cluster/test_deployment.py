@@ -175,7 +175,7 @@ class BaseDeployment(unittest.TestCase):
         self.assertEqual(sorted(p["metadata"]["labels"]["app.kubernetes.io/name"] for p in pods),
                          ["mongo", "mongo-api", "mongo-api"])
         self.assertTrue(all(ready(p) for p in pods), [p["metadata"]["name"] for p in pods if not ready(p)])
-        labels = get("", "namespace", NAMESPACE)["metadata"]["labels"]
+        labels = get(None, "namespace", NAMESPACE)["metadata"]["labels"]
         self.assertEqual(labels["pod-security.kubernetes.io/enforce"], "restricted")
         refused = kubectl("-n", NAMESPACE, "apply", "-f", "-", check=False, input=json.dumps(
             pod("privileged", "exec sleep 600", {"privileged": True})))
@@ -357,6 +357,137 @@ class BaseDeployment(unittest.TestCase):
         print(f"\nMongoDB connections with 5 service pods under load: {connections}; memory limits {limits}")
         for overlay, limit in limits.items():
             self.assertLessEqual(256 * MiB + connections * MiB, limit, overlay)
+
+
+
+class MinikubePath(unittest.TestCase):
+    """`just deploy`, `just url`, `just logs`, `just hpa-demo` and `just undeploy`, with only
+    the `minikube` command stood in for (k8s/cluster/minikube, first on PATH) and kubectl's
+    context `minikube` naming the test cluster: every kubectl call the recipes make is
+    answered by the real API server. Calico is Minikube's NetworkPolicy enforcer, which the
+    recipe looks for; here kube-router enforces it, so the recipe is told to go on
+    without (ALLOW_NO_CALICO)."""
+
+    @classmethod
+    def setUpClass(cls):
+        kubeconfig = s.CACHE / "minikube.kubeconfig"
+        config = yaml.safe_load(s.KUBECONFIG.read_text())
+        config["contexts"][0]["name"] = config["current-context"] = "minikube"
+        kubeconfig.write_text(json.dumps(config))
+        kubeconfig.chmod(0o600)
+        cls.env = {"PATH": f"{s.HERE}:{os.environ['PATH']}", "KUBECONFIG": f"{kubeconfig}", "ALLOW_NO_CALICO": "1"}
+        mongo_image.build_image()
+        mongo_image.push(manifests_mongo_image())
+        cls.deploy = just("with-docker", "-", "just", "deploy", env=cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        just("undeploy", env=cls.env)
+
+    def test_1_deploy_loads_the_image_into_the_node_and_rolls_out(self):
+        self.assertIn("successfully rolled out", self.deploy.stdout)
+        image = api_pods()[0]["spec"]["containers"][0]["image"]
+        self.assertRegex(image, r"^mongo-api:0\.1\.0-\w+")
+        # Loaded, not pulled: the node's registry was never asked for it.
+        self.assertNotIn("/v2/library/mongo-api/", (s.LOGS / "registry.log").read_text())
+
+    def test_2_url_prints_the_node_port_at_once_and_it_answers(self):
+        url = just("url", env=self.env).stdout.strip()
+        self.assertEqual(url, URL)
+        self.assertEqual(http("GET", f"{url}/")[0], 200)
+
+    def test_3_logs_follows_every_pods_json_lines(self):
+        http("GET", f"{URL}/")
+        logs = subprocess.run(["timeout", "10", "just", "logs"], cwd=s.ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, **self.env))
+        lines = [line for line in logs.stdout.splitlines() if line.startswith("[pod/mongo-api-")]
+        self.assertTrue(lines, logs.stdout + logs.stderr)
+        self.assertEqual(len({line.split()[0] for line in lines}), 2, "both pods' lines")
+        self.assertTrue(all(json.loads(line.split(" ", 1)[1]) for line in lines))
+
+    def test_4_hpa_demo_scales_out_under_its_load_and_back_when_it_ends(self):
+        # Only here: the scale-down's stabilisation window (2 minutes, then a pod a
+        # minute) shortened to 15 s, so that the return to 2 replicas takes seconds.
+        kubectl("-n", NAMESPACE, "patch", "hpa", "mongo-api", "--type=merge", "-p", json.dumps({"spec": {"behavior": {
+            "scaleDown": {"stabilizationWindowSeconds": 15,
+                          "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}}}))
+        # The reference's screenshots are of `kubectl get hpa -w` and `kubectl get pods -w`
+        # beside the load: recorded here, beside the demo's own timeline.
+        out_dir = s.ROOT / "target" / "hpa-demo"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        watches = [subprocess.Popen(["kubectl", f"--kubeconfig={s.KUBECONFIG}", "-n", NAMESPACE, "get", kind, "-w"],
+                                    stdout=open(out_dir / f"{kind}-watch.txt", "w"), stderr=subprocess.STDOUT)
+                   for kind in ("hpa", "pods")]
+        try:
+            demo = just("hpa-demo", "--minutes", "3", "--cooldown-minutes", "4", env=self.env)
+        finally:
+            for watch in watches:
+                watch.terminate()
+                watch.wait()
+        out = demo.stdout
+        (out_dir / "output.txt").write_text(out)
+        print(f"\n{out}")
+        timeline = [(int(t), int(replicas)) for t, replicas in
+                    re.findall(r"^\s*(\d+)s\s+(\d+)\s+\d+\s+\S+/70%", out, re.M)]
+        self.assertGreater(max(r for _, r in timeline), 2, "scaled out")
+        self.assertEqual(timeline[-1][1], 2, "back to 2 replicas")
+        shares = [int(n) for n in re.findall(r"^  mongo-api-\S+\s+(\d+)\s+[\d.]+%$", out, re.M)]
+        self.assertGreater(len(shares), 2, "more pods than the first two answered")
+        self.assertTrue(all(n > 0 for n in shares), shares)
+        statuses = re.search(r"statuses \{(.*)\}", out).group(1)
+        self.assertRegex(statuses, r'^"200": \d+$', "every request of the load answered 200")
+
+
+class AssignmentOverlay(unittest.TestCase):
+    """k8s/overlays/assignment (the reference's requests and limits), with `just deploy-to`."""
+
+    def test_rolls_out_with_the_references_resources_and_serves_the_scenario(self):
+        mongo_image.build_image()
+        mongo_image.push(manifests_mongo_image())
+        image = os.environ.get("TEST_SERVICE_IMAGE") or push_service_image()
+        self.addCleanup(just, "undeploy", s.CONTEXT)
+        deploy = just("deploy-to", s.CONTEXT, image, "assignment")
+        self.assertIn("successfully rolled out", deploy.stdout)
+        for p in get(NAMESPACE, "pods")["items"]:
+            resources = p["spec"]["containers"][0]["resources"]
+            self.assertEqual(resources, {"requests": {"cpu": "200m", "memory": "250Mi"},
+                                         "limits": {"cpu": "500m", "memory": "500Mi"}}, p["metadata"]["name"])
+        self.assertEqual(http("POST", f"{URL}/data", {"overlay": "assignment"})[0], 201)
+        self.assertIn({"overlay": "assignment"}, json.loads(http("GET", f"{URL}/data")[1]))
+
+
+class ServerSideDryRun(unittest.TestCase):
+    """Every overlay as the API server would take it (`kubectl apply --dry-run=server`):
+    admission (Pod Security included), defaulting and validation of every field."""
+
+    def setUp(self):
+        self.addCleanup(kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
+
+    def dry_run(self, overlay):
+        documents = list(yaml.safe_load_all(kubectl("kustomize", str(s.ROOT / "k8s" / overlay)).stdout))
+        # The namespace for real (a dry run creates nothing, and the rest needs it).
+        namespace = [d for d in documents if d["kind"] == "Namespace"]
+        testing.apply(None, *namespace)
+        rest = [d for d in documents if d["kind"] != "Namespace"]
+        return rest, [kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(d), check=False)
+                      for d in rest]
+
+    def test_the_base_and_assignment_overlays_are_accepted_whole(self):
+        for overlay in ("base", "overlays/assignment"):
+            _, results = self.dry_run(overlay)
+            failed = [r.stderr for r in results if r.returncode != 0]
+            self.assertEqual(failed, [], overlay)
+            kubectl("delete", "namespace", NAMESPACE, "--wait=true")
+
+    def test_the_replica_set_overlay_is_accepted_but_for_the_operators_resource(self):
+        # Without the operator's CRD (its chart cannot be fetched here) the API server
+        # knows no MongoDBCommunity; everything else is checked as for the other overlays.
+        documents, results = self.dry_run("overlays/replicaset")
+        for document, result in zip(documents, results):
+            if document["kind"] == "MongoDBCommunity":
+                self.assertIn("no matches for kind", result.stderr)
+            else:
+                self.assertEqual(result.returncode, 0, result.stderr)
 
 
 if __name__ == "__main__":

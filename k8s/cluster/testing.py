@@ -27,18 +27,26 @@ def kubectl(*args, input=None, check=True):
 
 def just(*args, env=None, check=True):
     """A recipe, as a user runs it, against the test cluster (its kubeconfig in KUBECONFIG)."""
-    environment = dict(os.environ, KUBECONFIG=str(s.KUBECONFIG), **(env or {}))
-    return subprocess.run(["just", *args], cwd=s.ROOT, env=environment, capture_output=True, text=True,
-                          check=check)
+    environment = {**os.environ, "KUBECONFIG": str(s.KUBECONFIG), **(env or {})}
+    done = subprocess.run(["just", *args], cwd=s.ROOT, env=environment, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"just {' '.join(args)} exited {done.returncode}:\n"
+                             f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def scope(namespace):
+    """kubectl's arguments for NAMESPACE; none for cluster-wide objects (None)."""
+    return ["-n", namespace] if namespace else []
 
 
 def get(namespace, *args):
-    return json.loads(kubectl("-n", namespace, "get", *args, "-o", "json").stdout)
+    return json.loads(kubectl(*scope(namespace), "get", *args, "-o", "json").stdout)
 
 
 def apply(namespace, *objects):
-    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                   "items": list(objects)}))
+    kubectl(*scope(namespace), "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                     "items": list(objects)}))
 
 
 def pod(name, command, security=None, container=(), volumes=(), mounts=(), labels=None):

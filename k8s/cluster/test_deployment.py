@@ -415,9 +415,12 @@ class MinikubePath(unittest.TestCase):
         # beside the load: recorded here, beside the demo's own timeline.
         out_dir = s.ROOT / "target" / "hpa-demo"
         out_dir.mkdir(parents=True, exist_ok=True)
-        watches = [subprocess.Popen(["kubectl", f"--kubeconfig={s.KUBECONFIG}", "-n", NAMESPACE, "get", kind, "-w"],
-                                    stdout=open(out_dir / f"{kind}-watch.txt", "w"), stderr=subprocess.STDOUT)
-                   for kind in ("hpa", "pods")]
+        watches = []
+        for kind in ("hpa", "pods"):
+            with open(out_dir / f"{kind}-watch.txt", "w") as record:
+                watches.append(subprocess.Popen(
+                    ["kubectl", f"--kubeconfig={s.KUBECONFIG}", "-n", NAMESPACE, "get", kind, "-w"],
+                    stdout=record, stderr=subprocess.STDOUT))
         try:
             demo = just("hpa-demo", "--minutes", "3", "--cooldown-minutes", "4", env=self.env)
         finally:

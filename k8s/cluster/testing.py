@@ -65,14 +65,15 @@ def wait_ready(namespace, name, timeout=120):
 
 
 def eventually(what, seconds, check, every=1):
-    """CHECK's first true value within SECONDS, else a failure naming WHAT."""
+    """CHECK's first true value within SECONDS, else a failure naming WHAT (a string, or a
+    function giving one then)."""
     deadline = time.monotonic() + seconds
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
+            raise AssertionError(f"not within {seconds} s: {what() if callable(what) else what}")
         time.sleep(every)
 
 
@@ -116,7 +117,7 @@ class SteadyLoad:
             try:
                 status, body = http("GET", self.url, timeout=10)
                 error = None if status == 200 else f"status {status}: {body[:80]}"
-            except OSError as e:
+            except Exception as e:  # a reset, a timeout, a body cut short: each a failure
                 error = f"{type(e).__name__}: {e}"
             with self._lock:
                 if error is None:

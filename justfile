@@ -135,7 +135,7 @@ image-tag arch=host_arch:
     echo $tag
 
 # Build the FROM-scratch image for ARCH, tagged mongo-api:VERSION and mongo-api:TAG (needs a running Docker)
-build-image arch=host_arch: docker-running
+build-image arch=host_arch: (require "docker" "docker-engine")
     #!/usr/bin/env bash
     set -euo pipefail
     just build-static {{arch}}
@@ -154,7 +154,7 @@ build-image arch=host_arch: docker-running
     docker image ls mongo-api --format '{{"{{"}}.Repository{{"}}"}}:{{"{{"}}.Tag{{"}}"}}  {{"{{"}}.Size{{"}}"}}'
 
 # Push the amd64 and arm64 images and one multi-arch index to REGISTRY (ghcr.io/you, docker.io/you; log in first)
-push registry: docker-running
+push registry: (require "docker" "docker-engine")
     #!/usr/bin/env bash
     set -euo pipefail
     repo={{registry}}/mongo-api
@@ -184,10 +184,11 @@ push registry: docker-running
     echo "index: $repo@$digest"
     echo "deploy it to another cluster with: just deploy-to CONTEXT $repo@$digest"
 
-# Stop at once, with one line, when no Docker engine answers
+# Stop at once, exit 2, with one line for each outside tool missing (docker-engine: Docker's engine not answering)
 [private]
-docker-running:
-    @docker info >/dev/null 2>&1 || { echo "this needs a running Docker engine: start Docker (or Docker Desktop), or point DOCKER_HOST at one; just test-image starts a private one"; exit 1; }
+[no-exit-message]
+require +tools:
+    @k8s/deploy.sh require {{tools}}
 
 # Write random MongoDB credentials for the manifests to k8s/base/secrets.env, once (not in git)
 secrets:
@@ -201,7 +202,7 @@ secrets:
     echo "wrote $file"
 
 # Deploy OVERLAY (base, assignment, replicaset) to Minikube (started if needed): MongoDB, the service (NodePort 30007), the HPA
-deploy overlay="base": secrets
+deploy overlay="base": (require "minikube" "kubectl" "docker" "docker-engine" ("helm-for-" + overlay)) secrets
     #!/usr/bin/env bash
     set -euo pipefail
     k8s/deploy.sh cluster {{overlay}}
@@ -212,24 +213,24 @@ deploy overlay="base": secrets
     k8s/deploy.sh apply {{overlay}} $image
 
 # Deploy OVERLAY to the cluster of kubectl context CONTEXT (never the current one implicitly), the image by digest (just push prints it)
-deploy-to context image overlay="base": secrets
+deploy-to context image overlay="base": (require "kubectl" ("helm-for-" + overlay)) secrets
     k8s/deploy.sh remote {{context}} {{overlay}} {{image}}
 
 # Remove the deployment (the whole namespace, MongoDB's data included, and the operator if installed) from CONTEXT (default: Minikube)
-undeploy context="minikube":
+undeploy context="minikube": (require "kubectl")
     k8s/deploy.sh undeploy {{context}}
 
 # Print the service's URL on Minikube (the NodePort), on every driver
-url:
+url: (require "minikube")
     @k8s/deploy.sh url
 
 # Show the HPA at work on Minikube: documents via the API, a load over its target, replicas and CPU until it scales back
-hpa-demo *args:
+hpa-demo *args: (require "minikube" "kubectl")
     cargo build --release -p bench
     ./target/release/bench hpa-demo --url "$(k8s/deploy.sh url)" {{args}}
 
 # Follow the service's logs on Minikube (every pod)
-logs:
+logs: (require "kubectl")
     kubectl --context minikube -n {{namespace}} logs -l app.kubernetes.io/name=mongo-api --prefix --tail=50 -f
 
 # Render every overlay, validate it against the Kubernetes schemas, and check what schemas miss
@@ -249,7 +250,7 @@ check-k8s: deps-k8s secrets
         done
         {{venv}}/bin/python k8s/check_manifests.py $out --image {{image}} --binary target/debug/mongo-api
     done
-    (cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy)
+    (cd k8s && ../{{venv}}/bin/python -m unittest --quiet test_check_manifests test_deploy test_tools)
     (cd k8s/cluster && ../../{{venv}}/bin/python -m unittest --quiet test_settings)
 
 # A private Docker engine for COMMAND, stopped (and its files removed) after it; with REGISTRY, allowed to push there over HTTP
@@ -462,8 +463,22 @@ deps-docker:
 deps-registry:
     @command -v docker-registry >/dev/null && command -v skopeo >/dev/null || just apt docker-registry skopeo
 
+# Stop at once, exit 2, with one line naming the setting that moves a port another process holds
+[private]
+[no-exit-message]
+free-ports:
+    #!/usr/bin/env bash
+    for pair in "${PORT:-5000}:PORT" "${MANAGEMENT_PORT:-8081}:MANAGEMENT_PORT"; do
+        port=${pair%%:*} setting=${pair#*:}
+        if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+            note=""; [ "$port" != 5000 ] || note=" (on macOS the AirPlay Receiver holds 5000)"
+            echo "port $port is held by another process$note: set $setting to a free one, e.g. $setting=$((port + 1)) just run" >&2
+            exit 2
+        fi
+    done
+
 # Run the service on :5000 against a local MongoDB stand-in it starts (data kept in ./data)
-run: deps
+run: free-ports deps
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{data_dir}}/mongo

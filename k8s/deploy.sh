@@ -11,6 +11,8 @@
 #   deploy.sh undeploy             delete the namespace (MongoDB's volumes included) and,
 #                                  if it was installed, the operator and its CRDs
 #   deploy.sh url                  the service's URL (the NodePort), at once, on every driver
+#   deploy.sh require TOOL...      exit 2 with one line for each tool missing (docker-engine:
+#                                  Docker's engine not answering), before anything runs
 #
 # And, for a cluster that is not Minikube, only when named:
 #   deploy.sh remote CONTEXT OVERLAY IMAGE@DIGEST
@@ -59,6 +61,39 @@ PUBLISHED=127.0.0.1:$NODE_PORT
 # Which overlay is deployed, on the namespace: base and replicaset both make a
 # StatefulSet `mongo` that the other cannot take over.
 OVERLAY_ANNOTATION=mongo-api/overlay
+
+# What each outside tool does for the recipes and where to get it, for `require`.
+tool_use() {
+    case "$1" in
+        minikube) echo "runs the local cluster: https://minikube.sigs.k8s.io/docs/start/ (Linux: its binary, .deb or .rpm; macOS: brew install minikube; Windows: install the Linux one inside WSL2)" ;;
+        kubectl) echo "talks to the cluster: https://kubernetes.io/docs/tasks/tools/ (Linux: its binary or your distribution's package; macOS: brew install kubectl; Windows: install the Linux one inside WSL2)" ;;
+        docker) echo "builds and pushes the image: https://docs.docker.com/get-docker/ (Linux: Docker Engine, e.g. apt install docker.io; macOS: Docker Desktop or colima; Windows: Docker Desktop with its WSL2 backend)" ;;
+        helm) echo "installs MongoDB's operator for the replicaset overlay: https://helm.sh/docs/intro/install/ (Linux: its binary or script; macOS: brew install helm; Windows: install the Linux one inside WSL2)" ;;
+    esac
+}
+
+# One line for each tool missing (and for a Docker client whose engine does not answer),
+# then exit 2, before anything is started, built or written. `helm-for-OVERLAY` asks for
+# helm only when OVERLAY is the replica set's.
+require() {
+    local missing=0 tool
+    for tool in "$@"; do
+        case "$tool" in
+            helm-for-replicaset | helm-for-overlays/replicaset) tool=helm ;;
+            helm-for-*) continue ;;
+        esac
+        if [ "$tool" = docker-engine ]; then
+            if type -P docker >/dev/null && ! command docker info >/dev/null 2>&1; then
+                echo "the Docker engine does not answer (docker info failed): start it (Linux: sudo systemctl start docker; macOS and Windows: start Docker Desktop), or point DOCKER_HOST at one" >&2
+                missing=1
+            fi
+        elif ! type -P "$tool" >/dev/null; then
+            echo "$tool is not installed; it $(tool_use "$tool")" >&2
+            missing=1
+        fi
+    done
+    [ "$missing" = 0 ] || exit 2
+}
 
 kubectl() { command kubectl --context "$CONTEXT" "$@"; }
 minikube() { command minikube -p "$PROFILE" "$@"; }
@@ -350,5 +385,6 @@ case "$command" in
         undeploy
         ;;
     url) url ;;
-    *) fail "usage: deploy.sh cluster|node-arch|load|apply|remote|undeploy|url" ;;
+    require) require "$@" ;;
+    *) fail "usage: deploy.sh cluster|node-arch|load|apply|remote|undeploy|url|require" ;;
 esac

@@ -37,21 +37,43 @@ pub struct Listeners {
     pub management: TcpListener,
 }
 
+/// A port that could not be listened on, with the setting that chooses it: a port another
+/// process holds (macOS's AirPlay Receiver holds 5000) is moved with that setting.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {address} ({setting}): {source}{}",
+    advice(source, setting)
+)]
+pub struct BindError {
+    address: SocketAddr,
+    setting: &'static str,
+    source: io::Error,
+}
+
+fn advice(error: &io::Error, setting: &str) -> String {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => {
+            format!("; another process holds it: set {setting} to another port")
+        }
+        _ => String::new(),
+    }
+}
+
 impl Listeners {
     /// Binds both ports the settings name, on their listen address.
-    pub fn bind(settings: &HttpSettings) -> io::Result<Listeners> {
+    pub fn bind(settings: &HttpSettings) -> Result<Listeners, BindError> {
         Listeners::on(settings.bind_addr, settings.port, settings.management_port)
     }
 
     /// Both on free ports of 127.0.0.1 (for tests).
-    pub fn local() -> io::Result<Listeners> {
+    pub fn local() -> Result<Listeners, BindError> {
         Listeners::on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
     }
 
-    fn on(address: IpAddr, api: u16, management: u16) -> io::Result<Listeners> {
+    fn on(address: IpAddr, api: u16, management: u16) -> Result<Listeners, BindError> {
         Ok(Listeners {
-            api: listen(SocketAddr::new(address, api))?,
-            management: listen(SocketAddr::new(address, management))?,
+            api: listen(SocketAddr::new(address, api), "PORT")?,
+            management: listen(SocketAddr::new(address, management), "MANAGEMENT_PORT")?,
         })
     }
 }
@@ -62,17 +84,24 @@ impl Listeners {
 /// client whose handshake the kernel then dropped waited out its retransmissions.
 const BACKLOG: i32 = 65_535;
 
-fn listen(address: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    // As the standard library does: a restarted process can bind at once.
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+fn listen(address: SocketAddr, setting: &'static str) -> Result<TcpListener, BindError> {
+    let socket = || -> io::Result<TcpListener> {
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        // As the standard library does: a restarted process can bind at once.
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    };
+    socket().map_err(|source| BindError {
+        address,
+        setting,
+        source,
+    })
 }
 
 /// What a configuration means, as `--print-config` prints it: the ports it listens on,

@@ -47,10 +47,7 @@ fn main() -> ExitCode {
     let listeners = match Listeners::bind(http) {
         Ok(listeners) => listeners,
         Err(e) => {
-            eprintln!(
-                "mongo-api: cannot listen on {} (ports {} and {}): {e}",
-                http.bind_addr, http.port, http.management_port
-            );
+            eprintln!("mongo-api: {e}");
             return ExitCode::FAILURE;
         }
     };

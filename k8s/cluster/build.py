@@ -75,7 +75,7 @@ def build_kube():
     if fresh(out, stamp):
         return
     print(f"building Kubernetes {s.KUBERNETES_VERSION} and etcd {s.ETCD_VERSION} (one binary; "
-          "a cold build takes about 10 minutes on 2 cores)", flush=True)
+          "a cold build takes about 7 minutes on 2 cores)", flush=True)
     subprocess.run(["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(out), "."],
                    cwd=source, env=go_env(), check=True)
     mark(out, stamp)

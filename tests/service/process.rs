@@ -92,6 +92,28 @@ fn bad_configuration_exits_non_zero_with_one_clear_line() {
     }
 }
 
+#[test]
+fn a_port_another_process_holds_is_named_with_the_setting_that_moves_it() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    for (variable, other) in [("PORT", "MANAGEMENT_PORT"), ("MANAGEMENT_PORT", "PORT")] {
+        let env = [
+            ("BIND_ADDR", "127.0.0.1"),
+            (variable, port.as_str()),
+            (other, "0"),
+        ];
+        let output = run_binary(&[], &env);
+        assert!(!output.status.success(), "{variable}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{variable}: {stderr}");
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port} ({variable})"))
+                && stderr.contains(&format!("set {variable} to another port")),
+            "{stderr}"
+        );
+    }
+}
+
 /// Sends complete requests on many connections, signals, and checks that every one of
 /// them is answered in full and that the process exits 0 within the grace period.
 fn requests_in_flight_are_answered(signal: Signal) {

@@ -380,6 +380,17 @@ class BaseDeployment(unittest.TestCase):
         for name, by_pod in peaks.items():
             self.assertTrue(all(peak < 120 * MiB for peak in by_pod.values()), name)
 
+    def test_11_undeploy_removes_the_namespace_and_mongodbs_volume(self):
+        volume = get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"]
+        spec = get(None, "pv", volume)["spec"]
+        path = (spec.get("hostPath") or spec["local"])["path"]
+        self.assertTrue(os.path.isdir(path))
+        just("undeploy", s.CONTEXT)
+        self.assertNotEqual(kubectl("get", "namespace", NAMESPACE, check=False).returncode, 0)
+        # The claim's volume goes with it (the class reclaims by deleting), and its
+        # directory on the node with the volume.
+        eventually("the volume deleted", 60, lambda: kubectl("get", "pv", volume, check=False).returncode != 0)
+        eventually("its directory removed", 60, lambda: not os.path.exists(path))
 
 
 class MinikubePath(unittest.TestCase):

@@ -279,7 +279,7 @@ class BrokenReplicaSet(Breaking):
         self.broken(lambda d: self.user(d, "app")["roles"].append({"name": "root", "db": "admin"}), "more than readWrite")
 
     def test_api_without_mongo_db_uses_the_users_database(self):
-        self.broken(lambda d: one(d, "ConfigMap", "api-config")["data"].pop("MONGO_DB"), "cannot write 'admin'")
+        self.broken(lambda d: one(d, "ConfigMap", "database")["data"].pop("MONGO_DB"), "cannot write 'admin'")
 
     def test_even_number_of_members(self):
         self.broken(lambda d: one(d, "MongoDBCommunity")["spec"].update({"members": 2}), "mongodb: MongoDBCommunity/mongo has 2 members")

@@ -7,6 +7,7 @@ mod probes;
 mod reply;
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,8 @@ pub struct Handler {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    /// Whether MongoDB has answered this process's readiness ping once (probes.rs).
+    reached_mongodb: AtomicBool,
 }
 
 /// Which listener a request came in on.
@@ -271,6 +274,7 @@ impl Handler {
             store,
             metrics,
             limits,
+            reached_mongodb: AtomicBool::new(false),
         }
     }
 

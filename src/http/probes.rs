@@ -1,6 +1,13 @@
 //! Kubernetes probes and the metrics scrape. Liveness says only that this process answers
 //! HTTP: restarting the pod cannot fix a database outage, so it never looks at MongoDB.
-//! Readiness says whether MongoDB answers, so that traffic goes to pods that can serve it.
+//! Readiness says whether this process has reached MongoDB with its credentials. Until it
+//! has (a wrong password in the Secret, a MongoDB not up yet) the pod stays out of the
+//! Service, so a rollout of a bad configuration halts with the old pods serving. Once it
+//! has, it stays in through a MongoDB restart and answers for itself (`GET /` 200, `/data`
+//! 503 with `Retry-After`): a readiness that followed MongoDB took every pod out of the
+//! Service at once, and clients of the NodePort got refused connections instead.
+
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
@@ -13,9 +20,13 @@ impl Handler {
         Reply::json_value(200, &json!({ "status": "ok" }))
     }
 
-    /// `GET /readyz`: a `ping`, bounded by the MongoDB timeout.
+    /// `GET /readyz`: until MongoDB has once answered a `ping` (bounded by the MongoDB
+    /// timeout), that ping; from then on, ready.
     pub(super) fn ready(&self) -> Result<Reply, ApiError> {
-        self.store.ping().map_err(super::store_error)?;
+        if !self.reached_mongodb.load(Ordering::Acquire) {
+            self.store.ping().map_err(super::store_error)?;
+            self.reached_mongodb.store(true, Ordering::Release);
+        }
         Ok(Reply::json_value(200, &json!({ "status": "ready" })))
     }
 

@@ -114,3 +114,7 @@ def push(reference):
         name = f"library/{name}"
     subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{TAR}",
                     f"docker://{s.NODE_IP}:{s.REGISTRY_PORT}/{name}:{tag}"], check=True)
+
+
+if __name__ == "__main__":
+    print(build_image())

@@ -9,7 +9,8 @@
 #                                  (overlays/replicaset: install MongoDB's operator first,
 #                                  with Helm, and wait for the replica set to be Running)
 #   deploy.sh undeploy             delete the namespace (MongoDB's volumes included) and,
-#                                  if it was installed, the operator and its CRDs
+#                                  if it was installed, the operator's release and its
+#                                  webhook; never its CRDs (other namespaces' MongoDBs)
 #   deploy.sh url                  the service's URL (the NodePort), at once, on every driver
 #   deploy.sh require TOOL...      exit 2 with one line for each tool missing (docker-engine:
 #                                  Docker's engine not answering), before anything runs
@@ -17,8 +18,11 @@
 # And, for a cluster that is not Minikube, only when named:
 #   deploy.sh remote CONTEXT OVERLAY IMAGE@DIGEST
 #                                  check what can be checked of the cluster of kubectl
-#                                  context CONTEXT, then apply OVERLAY with the API's image
-#                                  from a registry, by digest; nothing Minikube-only runs
+#                                  context CONTEXT (a default StorageClass, the NodePort
+#                                  free, the pull secret there, a metrics API), then apply
+#                                  OVERLAY with the API's image from a registry, by digest;
+#                                  nothing Minikube-only runs. STORAGE_CLASS, NODE_PORT
+#                                  (a number, or auto) and PULL_SECRET adjust it
 #   deploy.sh undeploy [CONTEXT]   as above, in that context (default: minikube)
 #
 # Every kubectl and helm call names its context (`minikube`, or the one given) and every
@@ -56,6 +60,9 @@ OPERATOR_RELEASE=mongodb-kubernetes
 OPERATOR_WEBHOOK=mdbpolicy.mongodb.com
 # The Service's NodePort (k8s/base/api-service.yaml), and where the docker and podman
 # drivers publish it on the host.
+# On another cluster the user may ask for another (NODE_PORT=N just deploy-to ..., or
+# NODE_PORT=auto for the cluster's choice): read before the manifests' value is set.
+WANTED_NODE_PORT=${NODE_PORT:-}
 NODE_PORT=30007
 PUBLISHED=127.0.0.1:$NODE_PORT
 # Which overlay is deployed, on the namespace: base and replicaset both make a
@@ -230,7 +237,32 @@ images:
   - name: mongo-api
 $reference
 EOF
+    remote_patches >>"$staging/kustomization.yaml"
     echo "$staging"
+}
+
+# What another cluster's deployment may ask of the manifests (nothing, for Minikube): the
+# NodePort (NODE_PORT=N, or auto for the cluster's choice), MongoDB's StorageClass
+# (STORAGE_CLASS), a pull secret for a private registry (PULL_SECRET).
+remote_patches() {
+    local patches=()
+    case "${WANTED_NODE_PORT:-$NODE_PORT}" in
+        "$NODE_PORT") ;;
+        auto) patches+=("$(patch Service mongo-api '{"op": "remove", "path": "/spec/ports/0/nodePort"}')") ;;
+        *) patches+=("$(patch Service mongo-api '{"op": "replace", "path": "/spec/ports/0/nodePort", "value": '"$WANTED_NODE_PORT"'}')") ;;
+    esac
+    if [ -n "${STORAGE_CLASS:-}" ]; then
+        patches+=("$(patch StatefulSet mongo '{"op": "add", "path": "/spec/volumeClaimTemplates/0/spec/storageClassName", "value": "'"$STORAGE_CLASS"'"}')")
+    fi
+    if [ -n "${PULL_SECRET:-}" ]; then
+        patches+=("$(patch Deployment mongo-api '{"op": "add", "path": "/spec/template/spec/imagePullSecrets", "value": [{"name": "'"$PULL_SECRET"'"}]}')")
+    fi
+    [ ${#patches[@]} -eq 0 ] || printf 'patches:\n%s\n' "$(printf '%s\n' "${patches[@]}")"
+}
+
+# One JSON 6902 patch of the object KIND NAME, as an entry of a kustomization's patches.
+patch() {
+    printf "  - target: {kind: %s, name: %s}\n    patch: '[%s]'" "$1" "$2" "$3"
 }
 
 apply() {
@@ -251,9 +283,70 @@ remote() {
     command kubectl config get-contexts "$CONTEXT" >/dev/null 2>&1 || fail "no kubectl context $CONTEXT (kubectl config get-contexts lists them)"
     check_version
     check_secrets
+    check_storage_class "$overlay"
+    check_node_port
+    check_pull_secret
+    check_metrics_api
     echo "deploy: cannot check from here whether $CONTEXT's network plugin enforces NetworkPolicy; without it MongoDB is open to every pod of the cluster" >&2
     roll_out "$overlay" "$(stage "$overlay" "$image")"
-    echo "service: NodePort $NODE_PORT on the nodes of $CONTEXT (kubectl --context $CONTEXT -n $NAMESPACE get service mongo-api)"
+    echo "service: NodePort $(kubectl -n "$NAMESPACE" get service mongo-api -o jsonpath='{.spec.ports[0].nodePort}') on the nodes of $CONTEXT"
+}
+
+# MongoDB's claim names no class, so the cluster's default takes it: without one it stays
+# Pending and the rollout times out. STORAGE_CLASS names one instead. (The operator's
+# replica set claims its volumes itself.)
+check_storage_class() {
+    [ "$1" != overlays/replicaset ] || return 0
+    if [ -n "${STORAGE_CLASS:-}" ]; then
+        kubectl get storageclass "$STORAGE_CLASS" >/dev/null 2>&1 ||
+            fail "$CONTEXT has no StorageClass $STORAGE_CLASS (kubectl --context $CONTEXT get storageclass lists them)"
+        return
+    fi
+    kubectl get storageclass -o jsonpath='{.items[*].metadata.annotations.storageclass\.kubernetes\.io/is-default-class}' |
+        grep -qw true ||
+        fail "$CONTEXT has no default StorageClass, so MongoDB's volume claim would stay Pending: name one with STORAGE_CLASS=NAME (kubectl --context $CONTEXT get storageclass lists them)"
+}
+
+# A NodePort is the whole cluster's: another Service holding it would fail the apply
+# halfway. NODE_PORT=N asks for another, NODE_PORT=auto lets the cluster choose.
+check_node_port() {
+    local port=${WANTED_NODE_PORT:-$NODE_PORT} holder
+    [ "$port" != auto ] || return 0
+    holder=$(kubectl get services -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.spec.ports[*].nodePort}{"\n"}{end}' |
+        awk -v port="$port" -v ours="$NAMESPACE/mongo-api" '$1 != ours { for (i = 2; i <= NF; i++) if ($i == port) { print $1; exit } }')
+    [ -z "$holder" ] ||
+        fail "NodePort $port is taken by the Service $holder on $CONTEXT: set NODE_PORT to a free one (30000-32767), or NODE_PORT=auto to let the cluster choose"
+}
+
+# A first push to most registries is private: PULL_SECRET names the namespace's Secret
+# (of type kubernetes.io/dockerconfigjson) that the Deployment pulls with.
+check_pull_secret() {
+    [ -n "${PULL_SECRET:-}" ] || return 0
+    kubectl -n "$NAMESPACE" get secret "$PULL_SECRET" >/dev/null 2>&1 ||
+        fail "no Secret $PULL_SECRET in namespace $NAMESPACE on $CONTEXT; make it first: kubectl --context $CONTEXT create namespace $NAMESPACE; kubectl --context $CONTEXT -n $NAMESPACE create secret docker-registry $PULL_SECRET --docker-server=REGISTRY --docker-username=USER --docker-password=TOKEN"
+}
+
+# Without a metrics API the HPA shows <unknown> and never scales: said, not refused.
+check_metrics_api() {
+    local available
+    available=$(kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath='{.status.conditions[?(@.type=="Available")].status}' 2>/dev/null || true)
+    [ "$available" = True ] ||
+        echo "deploy: warning: $CONTEXT serves no metrics API (metrics.k8s.io), so the HPA will show <unknown> and never scale; install metrics-server" >&2
+}
+
+# MongoDB's users are made once, when its volume is first initialised. secrets.env
+# holding other passwords than the Secret that volume was set up with (a fresh clone's
+# `just secrets`) would lock the service out, silently: stop instead.
+check_secrets_match() {
+    kubectl -n "$NAMESPACE" get pvc data-mongo-0 >/dev/null 2>&1 || return 0
+    local key value current
+    while IFS='=' read -r key value; do
+        case "$key" in '' | '#'*) continue ;; esac
+        current=$(kubectl -n "$NAMESPACE" get secret mongo-credentials -o "jsonpath={.data.$key}" 2>/dev/null | base64 -d)
+        if [ -n "$current" ] && [ "$current" != "$value" ]; then
+            fail "k8s/base/secrets.env's $key is not the one MongoDB's surviving volume was set up with, which MongoDB would refuse: put that one back (kubectl --context $CONTEXT -n $NAMESPACE get secret mongo-credentials -o jsonpath={.data.$key} | base64 -d), or change it in MongoDB first (db.changeUserPassword) and then in secrets.env; just undeploy starts over without the data"
+        fi
+    done <"$ROOT/k8s/base/secrets.env"
 }
 
 # The passwords must be real: the example file's placeholders would become MongoDB's.
@@ -268,6 +361,7 @@ check_secrets() {
 roll_out() {
     local overlay=$1 staging=$2
     check_overlay "$overlay"
+    check_secrets_match
     if [ "$overlay" = overlays/replicaset ]; then
         operator
         kubectl apply -k "$staging"
@@ -329,10 +423,17 @@ undeploy() {
     fi
     if type -P helm >/dev/null && helm status "$OPERATOR_RELEASE" -n "$NAMESPACE" >/dev/null 2>&1; then
         helm uninstall "$OPERATOR_RELEASE" -n "$NAMESPACE" --wait
-        # Helm leaves a chart's CRDs behind on purpose; these are the operator's alone.
-        kubectl get crd -o name | grep '\.mongodb\.com$' | while read -r crd; do kubectl delete "$crd"; done
-        # Registered by the operator itself when it started, so not Helm's to remove.
-        kubectl delete validatingwebhookconfiguration "$OPERATOR_WEBHOOK" --ignore-not-found
+        # Registered by the operator itself when it started, so not Helm's to remove; ours
+        # only if it calls the operator in our namespace (another team's operator would
+        # have registered it calling theirs).
+        if [ "$(kubectl get validatingwebhookconfiguration "$OPERATOR_WEBHOOK" -o jsonpath='{.webhooks[0].clientConfig.service.namespace}' 2>/dev/null)" = "$NAMESPACE" ]; then
+            kubectl delete validatingwebhookconfiguration "$OPERATOR_WEBHOOK"
+        fi
+        # Its CRDs stay, as Helm leaves a chart's CRDs: deleting one deletes every object
+        # of its kind in every namespace, other teams' MongoDBs included.
+        local crds
+        crds=$(kubectl get crd -o name | grep '\.mongodb\.com$' | tr '\n' ' ')
+        [ -z "$crds" ] || echo "deploy: MongoDB's operator is uninstalled; its CRDs stay, since other namespaces may hold MongoDBs of theirs. When none does: kubectl --context $CONTEXT delete $crds"
     fi
     kubectl delete namespace "$NAMESPACE" --ignore-not-found
 }

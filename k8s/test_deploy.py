@@ -101,6 +101,12 @@ STUB = textwrap.dedent(
                customresourcedefinition.apiextensions.k8s.io/mongodbcommunity.mongodbcommunity.mongodb.com \
                customresourcedefinition.apiextensions.k8s.io/certificates.cert-manager.io ;;
           *" get crd "*) [ "$(state operator)" = 1 ] ;;
+          *" get validatingwebhookconfiguration "*) [ "$(state operator)" = 1 ] && state webhook ;;
+          *" get storageclass -o jsonpath"*) [ "$(state defaultclass)" = 1 ] && echo true ;;
+          *" get apiservice "*) echo True ;;
+          *" get services -A "*) state nodeports ;;
+          *" get service mongo-api -o jsonpath"*) echo 30007 ;;
+          *" get pvc "*) false ;;
           *) true ;;
         esac ;;
       helm)
@@ -156,6 +162,11 @@ class Deploy(unittest.TestCase):
         "deployed": "",
         "legacy": "",
         "reachable": "1",
+        # Another cluster's: a default StorageClass, no other Service on a NodePort, and
+        # the operator's webhook (when installed) calling into our namespace.
+        "defaultclass": "1",
+        "nodeports": "",
+        "webhook": "mongo-api",
         "charts": deploy_script_value(r"OPERATOR_VERSION=(\S+)"),
         "contexts": "minikube prod",
     }
@@ -436,19 +447,26 @@ class Deploy(unittest.TestCase):
         self.assertFalse([c for c in calls if "uninstall" in c or " delete " in c and "namespace" not in c], calls)
         self.assert_only_minikube_touched(calls)
 
-    def test_undeploy_removes_the_replica_set_then_the_operator_its_crds_and_its_webhook_only(self):
-        run, calls = self.deploy("undeploy", operator=1)
+    def test_undeploy_removes_the_replica_set_the_operator_and_its_webhook_and_leaves_its_crds(self):
+        run, calls = self.deploy("undeploy", operator=1, webhook="mongo-api")
         self.assertEqual(run.returncode, 0, run.stderr)
         steps = [
             "kubectl --context minikube -n mongo-api delete mongodbcommunity --all --ignore-not-found --wait",
             "helm --kube-context minikube uninstall mongodb-kubernetes -n mongo-api --wait",
-            "kubectl --context minikube delete customresourcedefinition.apiextensions.k8s.io/mongodbcommunity.mongodbcommunity.mongodb.com",
-            "kubectl --context minikube delete validatingwebhookconfiguration mdbpolicy.mongodb.com --ignore-not-found",
+            "kubectl --context minikube delete validatingwebhookconfiguration mdbpolicy.mongodb.com",
             "kubectl --context minikube delete namespace mongo-api --ignore-not-found",
         ]
         self.assertEqual([calls.index(step) for step in steps], sorted(calls.index(step) for step in steps), calls)
-        self.assertFalse([c for c in calls if "cert-manager" in c], calls)
+        # Deleting a CRD deletes every object of its kind in every namespace.
+        self.assertFalse([c for c in calls if " delete customresourcedefinition" in c or " delete crd" in c], calls)
+        self.assertIn("its CRDs stay", run.stdout)
+        self.assertIn("mongodbcommunity.mongodbcommunity.mongodb.com", run.stdout)
         self.assert_only_minikube_touched(calls)
+
+    def test_undeploy_leaves_a_webhook_another_namespaces_operator_registered(self):
+        run, calls = self.deploy("undeploy", operator=1, webhook="team-b")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertFalse([c for c in calls if " delete validatingwebhookconfiguration" in c], calls)
 
     # ---- the replica set ----
 

@@ -190,5 +190,6 @@ def build():
     IMAGES.mkdir(parents=True, exist_ok=True)
     build_kube()
     build_module(s.KUBE_ROUTER_MODULE)
+    build_module(s.HELM_MODULE)
     return [build_image(*spec) for spec in image_specs()]
 

@@ -25,6 +25,9 @@ LOCAL_PATH_MODULE = "github.com/rancher/local-path-provisioner@v0.0.30"
 # policies needs nftables' queue, which this kernel lacks). GHSA-phqm-jgc3-qf8g, reported
 # for this version, is in the service proxy, which does not run.
 KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v2.1.0"
+# Helm 3, which `just deploy replicaset` installs MongoDB's operator with and `just undeploy`
+# uninstalls it with: the tests use it on the node as users do on theirs.
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm@v3.21.4"
 
 NAME = "mongo-api-test"
 # The kubectl context the kubeconfig names, and the node's name.

@@ -49,6 +49,21 @@ def push_service_image():
     return re.search(r"^index: (\S+)$", out, re.M).group(1)
 
 
+_image = None
+
+
+def service_image():
+    """The service's image in the node's registry, by digest: pushed once for every test
+    of the module (TEST_SERVICE_IMAGE: one already there, to skip the push), and the
+    MongoDB stand-in's image there under the manifests' name."""
+    global _image
+    if _image is None:
+        mongo_image.build_image()
+        mongo_image.push(manifests_mongo_image())
+        _image = os.environ.get("TEST_SERVICE_IMAGE") or push_service_image()
+    return _image
+
+
 def api_pods():
     """The service's pods, less those terminating."""
     return [p for p in get(NAMESPACE, "pods", "-l", API)["items"] if not p["metadata"].get("deletionTimestamp")]
@@ -175,10 +190,7 @@ class BaseDeployment(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        mongo_image.build_image()
-        mongo_image.push(manifests_mongo_image())
-        # TEST_SERVICE_IMAGE: an image already pushed there (by digest), to skip the push.
-        cls.image = os.environ.get("TEST_SERVICE_IMAGE") or push_service_image()
+        cls.image = service_image()
         just("secrets")
         cls.deploy = just("deploy-to", s.CONTEXT, cls.image)
 
@@ -478,11 +490,8 @@ class AssignmentOverlay(unittest.TestCase):
     """k8s/overlays/assignment (the reference's requests and limits), with `just deploy-to`."""
 
     def test_rolls_out_with_the_references_resources_and_serves_the_scenario(self):
-        mongo_image.build_image()
-        mongo_image.push(manifests_mongo_image())
-        image = os.environ.get("TEST_SERVICE_IMAGE") or push_service_image()
         self.addCleanup(just, "undeploy", s.CONTEXT)
-        deploy = just("deploy-to", s.CONTEXT, image, "assignment")
+        deploy = just("deploy-to", s.CONTEXT, service_image(), "assignment")
         self.assertIn("successfully rolled out", deploy.stdout)
         for p in get(NAMESPACE, "pods")["items"]:
             resources = p["spec"]["containers"][0]["resources"]

@@ -1,0 +1,218 @@
+"""The deployment on a cluster that is not ours alone, on the test cluster: `just undeploy`
+removes only what `just deploy` made, `just deploy-to` finds out first what the cluster
+lacks (each check shown by taking the thing away), passwords that no longer match
+MongoDB's surviving users are refused, and a MongoDB restart is not an outage.
+
+    python -m unittest test_shared_cluster   (from k8s/cluster, as root, with the cluster up)
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+import settings as s
+import testing
+from test_deployment import NAMESPACE, PAGE, URL, api_pods, ready, service_image
+from testing import SteadyLoad, eventually, get, http, just, kubectl
+
+CRD = "mongodbcommunity.mongodbcommunity.mongodb.com"
+WEBHOOK = "mdbpolicy.mongodb.com"
+HELM = {"PATH": f"{s.CACHE / 'bin'}:{os.environ['PATH']}"}
+def deploy(env=None, check=True):
+    return just("deploy-to", s.CONTEXT, service_image(), env=env, check=check)
+
+
+def namespace_exists(name):
+    return kubectl("get", "namespace", name, check=False).returncode == 0
+
+
+def operator_crd():
+    """A CustomResourceDefinition of the operator's kind, as its chart ships it (the fields
+    are not what is tested here: who deletes it is)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD},
+        "spec": {"group": "mongodbcommunity.mongodb.com", "scope": "Namespaced",
+                 "names": {"kind": "MongoDBCommunity", "plural": "mongodbcommunity", "singular": "mongodbcommunity"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+
+
+class UndeployOnASharedCluster(unittest.TestCase):
+    def test_undeploy_leaves_another_teams_operator_objects(self):
+        # Our operator: a real Helm release of that name in our namespace, holding the CRD
+        # as the operator's chart does (crds/), and the webhook it registers, calling it.
+        chart = Path(tempfile.mkdtemp(prefix="mongo-api-chart."))
+        self.addCleanup(shutil.rmtree, chart)
+        (chart / "crds").mkdir()
+        (chart / "templates").mkdir()
+        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: mongodb-kubernetes\nversion: 1.9.1\n")
+        (chart / "crds" / "crd.yaml").write_text(json.dumps(operator_crd()))
+        (chart / "templates" / "operator.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: operator\ndata: {}\n")
+        subprocess.run(["helm", f"--kubeconfig={s.KUBECONFIG}", "install", "mongodb-kubernetes", str(chart),
+                        "-n", NAMESPACE, "--create-namespace", "--wait"], env={**os.environ, **HELM},
+                       check=True, capture_output=True)
+        # Another team's: a MongoDB of the same kind in their namespace.
+        other = "team-b"
+        kubectl("create", "namespace", other)
+        self.addCleanup(kubectl, "delete", "namespace", other, "--ignore-not-found", "--wait=false")
+        self.addCleanup(kubectl, "delete", "crd", CRD, "--ignore-not-found")
+        testing.apply(other, {"apiVersion": "mongodbcommunity.mongodb.com/v1", "kind": "MongoDBCommunity",
+                              "metadata": {"name": "their-mongo"}, "spec": {"members": 3}})
+        # The operator registers its webhook itself, under one cluster-wide name: here
+        # the other team's operator did, calling into their namespace.
+        self.addCleanup(kubectl, "delete", "validatingwebhookconfiguration", WEBHOOK, "--ignore-not-found")
+        testing.apply(None, {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK},
+            "webhooks": [{"name": WEBHOOK, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                          "failurePolicy": "Ignore",
+                          "clientConfig": {"service": {"namespace": other, "name": "operator-webhook"}},
+                          "rules": [{"apiGroups": ["mongodbcommunity.mongodb.com"], "apiVersions": ["v1"],
+                                     "operations": ["CREATE"], "resources": ["mongodbcommunity"]}]}]})
+
+        undeploy = just("undeploy", s.CONTEXT, env=HELM)
+        self.assertFalse(namespace_exists(NAMESPACE) and
+                         not get(None, "namespace", NAMESPACE)["metadata"].get("deletionTimestamp"))
+        self.assertEqual(get(other, "mongodbcommunity", "their-mongo")["spec"], {"members": 3})
+        self.assertEqual(kubectl("get", "crd", CRD, check=False).returncode, 0)
+        self.assertEqual(kubectl("get", "validatingwebhookconfiguration", WEBHOOK, check=False).returncode, 0)
+        self.assertIn(f"delete customresourcedefinition.apiextensions.k8s.io/{CRD}", undeploy.stdout)
+
+
+class ChecksBeforeApplying(unittest.TestCase):
+    """Each check of `just deploy-to`, shown by taking away what it checks for: it stops (or
+    warns) in one line, and, when it stops, nothing was applied."""
+
+    def tearDown(self):
+        just("undeploy", s.CONTEXT)
+
+    def assert_refused(self, done, text):
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn(text, done.stderr)
+        self.assertFalse(namespace_exists(NAMESPACE), "nothing applied")
+
+    def test_no_default_storage_class(self):
+        annotation = "storageclass.kubernetes.io/is-default-class"
+        kubectl("annotate", "storageclass", "standard", f"{annotation}-")
+        try:
+            self.assert_refused(deploy(check=False), "no default StorageClass")
+            done = deploy(env={"STORAGE_CLASS": "standard"})
+            self.assertIn("successfully rolled out", done.stdout)
+            self.assertEqual(get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["storageClassName"], "standard")
+        finally:
+            kubectl("annotate", "storageclass", "standard", f"{annotation}=true", "--overwrite")
+
+    def test_the_node_port_taken(self):
+        other = "team-c"
+        kubectl("create", "namespace", other)
+        self.addCleanup(kubectl, "delete", "namespace", other, "--wait=false")
+        testing.apply(other, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "theirs"},
+                              "spec": {"type": "NodePort", "selector": {"app": "theirs"},
+                                       "ports": [{"port": 80, "nodePort": 30007}]}})
+        self.assert_refused(deploy(check=False), f"NodePort 30007 is taken by the Service {other}/theirs")
+        done = deploy(env={"NODE_PORT": "auto"})
+        port = get(NAMESPACE, "service", "mongo-api")["spec"]["ports"][0]["nodePort"]
+        self.assertNotEqual(port, 30007)
+        self.assertIn(f"NodePort {port} on the nodes", done.stdout)
+        self.assertEqual(http("GET", f"http://{s.NODE_IP}:{port}/")[0], 200)
+
+    def test_a_pull_secret_that_is_not_there_and_one_that_is(self):
+        self.assert_refused(deploy(env={"PULL_SECRET": "registry-login"}, check=False),
+                            "no Secret registry-login in namespace mongo-api")
+        kubectl("create", "namespace", NAMESPACE)
+        kubectl("-n", NAMESPACE, "create", "secret", "docker-registry", "registry-login",
+                f"--docker-server={s.NODE_IP}:{s.REGISTRY_PORT}", "--docker-username=u", "--docker-password=p")
+        deploy(env={"PULL_SECRET": "registry-login"})
+        spec = get(NAMESPACE, "deployment", "mongo-api")["spec"]["template"]["spec"]
+        self.assertEqual(spec["imagePullSecrets"], [{"name": "registry-login"}])
+
+    def test_no_metrics_api_is_said_and_not_refused(self):
+        service = get(None, "apiservice", "v1beta1.metrics.k8s.io")
+        kubectl("delete", "apiservice", "v1beta1.metrics.k8s.io")
+        try:
+            done = deploy()
+            self.assertIn("serves no metrics API", done.stderr)
+            self.assertIn("successfully rolled out", done.stdout)
+        finally:
+            for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+                service["metadata"].pop(key, None)
+            service.pop("status", None)
+            testing.apply(None, service)
+            eventually("the metrics API back", 60, lambda: kubectl("top", "nodes", check=False).returncode == 0)
+
+
+class PasswordsAndSurvivingData(unittest.TestCase):
+    def test_new_passwords_over_a_surviving_volume_are_refused_before_anything_changes(self):
+        secrets = s.ROOT / "k8s" / "base" / "secrets.env"
+        saved = secrets.read_text()
+        self.addCleanup(just, "undeploy", s.CONTEXT)
+        deploy()
+        # A fresh clone's `just secrets`: other random passwords, the volume still there.
+        self.addCleanup(secrets.write_text, saved)
+        secrets.write_text(saved.replace("MONGO_APP_PASSWORD=", "MONGO_APP_PASSWORD=new-"))
+        before = get(NAMESPACE, "secret", "mongo-credentials")["data"]
+        done = deploy(check=False)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("MONGO_APP_PASSWORD is not the one MongoDB's surviving volume was set up with", done.stderr)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        self.assertEqual(get(NAMESPACE, "secret", "mongo-credentials")["data"], before)
+        self.assertTrue(all(ready(p) for p in api_pods()))
+
+
+class MongoDBRestart(unittest.TestCase):
+    def setUp(self):
+        self.addCleanup(just, "undeploy", s.CONTEXT)
+        deploy()
+
+    def test_a_mongodb_restart_keeps_the_service_in_its_service_answering_for_itself(self):
+        """What clients of the NodePort see, second by second, while mongo-0 restarts."""
+        seconds = {}
+        with SteadyLoad(f"{URL}/") as root, SteadyLoad(PAGE) as listing:
+            started = time.monotonic()
+            kubectl("-n", NAMESPACE, "delete", "pod", "mongo-0", "--wait=false")
+            eventually("mongo-0 back", 180, lambda: ready(get(NAMESPACE, "pod", "mongo-0")), every=1)
+            eventually("listings again", 60, lambda: http("GET", PAGE)[0] == 200)
+            time.sleep(2)
+        for second, error in listing.failures:
+            seconds.setdefault(int(second), set()).add(error.split(":")[0])
+        timeline = [(second, sorted(errors)) for second, errors in sorted(seconds.items())]
+        print(f"\nmongo-0 deleted; GET / {root.summary()}; GET /data?limit=10 failures by second: {timeline}")
+        self.assertEqual(root.failures, [], root.summary())
+        # Listings are answered, by the service itself, 503 with Retry-After: never a
+        # refused connection, which is what an empty Service gives.
+        self.assertTrue(listing.failures, "the outage was not seen")
+        self.assertTrue(all(error.startswith("status 503") for _, error in listing.failures), listing.summary())
+        self.assertLess(time.monotonic() - started, 240)
+
+    def test_editing_an_api_setting_rolls_the_api_and_not_mongodb(self):
+        mongo_uid = get(NAMESPACE, "pod", "mongo-0")["metadata"]["uid"]
+        # The base with one API setting changed, as a user would edit it.
+        overlay = Path(tempfile.mkdtemp(prefix="mongo-api-edit."))
+        self.addCleanup(shutil.rmtree, overlay)
+        image = get(NAMESPACE, "deployment", "mongo-api")["spec"]["template"]["spec"]["containers"][0]["image"]
+        (overlay / "kustomization.yaml").write_text(json.dumps({
+            "resources": [os.path.relpath(s.ROOT / "k8s" / "base", overlay)],
+            "configMapGenerator": [{"name": "api-config", "behavior": "merge", "literals": ["LOG_LEVEL=debug"]}],
+            "images": [{"name": "mongo-api", "newName": image.split("@")[0], "digest": image.split("@")[1]}],
+        }))
+        rendered = kubectl("kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)).stdout
+        kubectl("apply", "-f", "-", input=rendered)
+        kubectl("-n", NAMESPACE, "rollout", "status", "deployment/mongo-api", "--timeout=180s")
+        references = get(NAMESPACE, "deployment", "mongo-api")["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        self.assertTrue(any("LOG_LEVEL" in get(NAMESPACE, "configmap", r["configMapRef"]["name"])["data"]
+                            for r in references), "the edit reached the API's pods")
+        mongo = get(NAMESPACE, "pod", "mongo-0")
+        self.assertEqual(mongo["metadata"]["uid"], mongo_uid, "MongoDB was restarted")
+        self.assertEqual(mongo["status"]["containerStatuses"][0]["restartCount"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -113,7 +113,8 @@ class ChecksBeforeApplying(unittest.TestCase):
     def test_the_node_port_taken(self):
         other = "team-c"
         kubectl("create", "namespace", other)
-        self.addCleanup(kubectl, "delete", "namespace", other, "--wait=false")
+        # Gone before the next test deploys, or its Service would still hold the port.
+        self.addCleanup(kubectl, "delete", "namespace", other, "--wait=true")
         testing.apply(other, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "theirs"},
                               "spec": {"type": "NodePort", "selector": {"app": "theirs"},
                                        "ports": [{"port": 80, "nodePort": 30007}]}})
@@ -161,8 +162,10 @@ class PasswordsAndSurvivingData(unittest.TestCase):
         before = get(NAMESPACE, "secret", "mongo-credentials")["data"]
         done = deploy(check=False)
         self.assertNotEqual(done.returncode, 0)
-        self.assertIn("MONGO_APP_PASSWORD is not the one MongoDB's surviving volume was set up with", done.stderr)
-        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        said = [line for line in done.stderr.splitlines() if "secrets.env" in line]
+        self.assertEqual(len(said), 1, done.stderr)
+        self.assertIn("MONGO_APP_PASSWORD is not the one MongoDB's surviving volume was set up with", said[0])
+        self.assertIn("db.changeUserPassword", said[0])
         self.assertEqual(get(NAMESPACE, "secret", "mongo-credentials")["data"], before)
         self.assertTrue(all(ready(p) for p in api_pods()))
 

@@ -353,7 +353,7 @@ cluster-down:
 # The test cluster's life, checked: up (killed, then again), its tests and the deployment's, down, the host as it was, up and down again
 test-cluster: cluster-build deps deps-mongosh deps-registry
     just with-docker - {{venv}}/bin/python k8s/cluster/mongo_image.py
-    cd k8s/cluster && ../../{{venv}}/bin/python lifecycle_check.py test_deployment
+    cd k8s/cluster && ../../{{venv}}/bin/python lifecycle_check.py test_deployment test_shared_cluster
 
 # Fuzz each target for SECONDS (libFuzzer); new inputs go to target/fuzz-corpus, crashes to target/fuzz-artifacts, not git
 fuzz seconds="60": deps-fuzz

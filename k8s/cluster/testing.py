@@ -2,9 +2,12 @@
 that Pod Security `restricted` admits, waiting, and a steady HTTP load that counts every
 request that failed."""
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -13,6 +16,13 @@ import urllib.request
 import settings as s
 
 BUSYBOX = s.BUSYBOX_IMAGE
+
+# kubectl keeps what an API server serves (its discovery) for 6 hours in ~/.kube/cache,
+# by the server's address, which every test cluster shares: a kind that an earlier
+# cluster, or an earlier test, had and this one has not would still be "known" to it.
+# Every kubectl of a test run (its own, and those the recipes run) reads a cache of its own.
+os.environ["KUBECACHEDIR"] = tempfile.mkdtemp(prefix="kubectl-cache-")
+atexit.register(shutil.rmtree, os.environ["KUBECACHEDIR"], ignore_errors=True)
 # What Pod Security `restricted` asks of a container.
 RESTRICTED = {
     "runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,

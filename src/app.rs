@@ -105,7 +105,7 @@ fn listen(address: SocketAddr, setting: &'static str) -> Result<TcpListener, Bin
 }
 
 /// What a configuration means, as `--print-config` prints it: the ports it listens on,
-/// the paths each port serves, and the memory limit it needs (README, *Memory*).
+/// the paths each port serves, and the memory limit it needs (docs/memory.md).
 pub fn describe(settings: &Settings) -> serde_json::Value {
     let http = &settings.http;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
@@ -133,7 +133,7 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
     // them), documents being converted and written, listing batches and pages.
     let memory = Budget::new(http.request_memory());
     let listers = listing_workers(http, &memory);
-    let store = Arc::new(Store::connect(
+    let store = Arc::new(Store::new(
         &settings.mongo,
         listers,
         metrics.clone(),
@@ -174,8 +174,8 @@ pub fn run(listeners: Listeners, settings: Settings, shutdown: Shutdown) -> Resu
         database = settings.mongo.database(),
         "listening"
     );
-    let answer_api = |rq| handler.answer(rq, Port::Api);
-    let answer_probe = |rq| handler.answer(rq, Port::Management);
+    let answer_api = |rq, session: &_| handler.answer(rq, Port::Api, session);
+    let answer_probe = |rq, session: &_| handler.answer(rq, Port::Management, session);
     let served = std::thread::scope(|scope| {
         workers::spawn(
             scope,

@@ -9,7 +9,7 @@ use mongo_api::shutdown::Shutdown;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read when it starts (README, "Memory", says how they were
+/// jemalloc's settings, read when it starts (docs/memory.md says how they were
 /// measured): two arenas; per-thread caches kept small (the event loops, the workers and
 /// the driver's threads each have one, and every cached byte is outside the budget); small
 /// freed pages returned to the system after 200 ms, and allocations of

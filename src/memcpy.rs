@@ -3,7 +3,7 @@
 //! musl's x86_64 `memcpy` starts every copy with `rep movsq`, whose start-up cost is tens
 //! of cycles, and finishes with a byte loop. A server makes small copies by the thousand
 //! (header values, log fields, formatting): `perf record` on the release binary under
-//! `wrk` put a sixth of a `GET /`'s CPU in musl's `memcpy` (README, *Performance*). These
+//! `wrk` put a sixth of a `GET /`'s CPU in musl's `memcpy` (docs/performance.md). These
 //! copy up to 128 bytes with a few unaligned loads and stores, reading everything before
 //! writing anything (so overlap is harmless), and leave longer copies to `rep movsq`,
 //! which is fast on aligned and unaligned data alike. The uv project measured the same

@@ -51,9 +51,10 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
 
 const DEFAULT_DB: &str = "flask_db";
 /// What the process takes beyond `REQUEST_MEMORY_MIB`, as the pod's memory cgroup counts it
-/// (user and kernel memory; README, "Memory", says how each was measured): at rest, with
-/// its threads and the MongoDB driver, and for each open connection (the kernel's socket,
-/// its thread, its buffers). Plus a margin for what varies between runs.
+/// (user and kernel memory; docs/memory.md says how each was measured): at rest, with its
+/// threads and the MongoDB driver, and for each open connection (the kernel's socket and
+/// its buffers, the connection's state on its event loop). Plus a margin for what varies
+/// between runs.
 pub const MEMORY_AT_REST: u64 = 12 * 1024 * 1024;
 pub const MEMORY_PER_CONNECTION: u64 = 4 * 1024;
 pub const MEMORY_MARGIN: u64 = 8 * 1024 * 1024;
@@ -123,7 +124,7 @@ pub struct HttpSettings {
     /// Memory, in MiB, for everything requests hold: bodies being received, documents being
     /// converted and written, listing batches and pages. A request that cannot get its
     /// share within QUEUE_TIMEOUT_MS is answered 503 with Retry-After. Size the container's
-    /// memory limit from it (README, "Memory")
+    /// memory limit from it (docs/memory.md)
     #[arg(long, env = "REQUEST_MEMORY_MIB", default_value_t = 48,
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub request_memory_mib: u64,
@@ -131,7 +132,7 @@ pub struct HttpSettings {
     /// Connections served at once; beyond it a newcomer takes the slot of an idle or slow
     /// connection (the oldest idle one first; never a steady request or one being
     /// answered), or gets 503 if none can make room. The memory limit must cover it
-    /// (README, "Memory")
+    /// (docs/memory.md)
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,

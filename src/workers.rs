@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{NoRequest, Queue, Request, Server};
 
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::{Session, Store};
 
 /// Starts `count` workers named `name-N` on `server`'s `queue`, each answering with
 /// `answer` until the server has drained. If a thread cannot be started, the server's
@@ -22,7 +22,7 @@ pub fn spawn<'scope, 'env>(
     store: &'env Store,
     count: u16,
     name: &str,
-    answer: &'env (dyn Fn(Request) + Sync),
+    answer: &'env (dyn Fn(Request, &Session) + Sync),
 ) -> io::Result<Vec<ScopedJoinHandle<'scope, ()>>> {
     (0..count)
         .map(|n| {
@@ -37,8 +37,8 @@ pub fn spawn<'scope, 'env>(
 /// A worker: its own MongoDB session, then requests (and turns of streamed bodies) until
 /// the server has drained. Between requests it waits inside its session's runtime, which
 /// keeps the driver's monitor and pool going.
-fn work(server: &Server, queue: Queue, store: &Store, answer: &(dyn Fn(Request) + Sync)) {
-    let _session = match store.attach() {
+fn work(server: &Server, queue: Queue, store: &Store, answer: &(dyn Fn(Request, &Session) + Sync)) {
+    let session = match store.open_session() {
         Ok(session) => session,
         Err(e) => {
             tracing::error!(error = %e, "a worker cannot start its MongoDB client");
@@ -50,11 +50,11 @@ fn work(server: &Server, queue: Queue, store: &Store, answer: &(dyn Fn(Request) 
         match server.try_recv(queue) {
             Ok(rq) => {
                 // A panic drops the request, which answers it 500.
-                if catch_unwind(AssertUnwindSafe(|| answer(rq))).is_err() {
+                if catch_unwind(AssertUnwindSafe(|| answer(rq, &session))).is_err() {
                     tracing::error!("request handler panicked");
                 }
             }
-            Err(NoRequest::Empty) => store.wait_for(server.work_ready(queue)),
+            Err(NoRequest::Empty) => session.wait_for(server.work_ready(queue)),
             Err(NoRequest::Closed) => return,
         }
     }

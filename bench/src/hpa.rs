@@ -22,12 +22,12 @@ pub struct HpaArgs {
     /// Documents to load through the API first, so each GET /data costs what it would
     #[arg(long, default_value_t = 100)]
     documents: u64,
-    /// CPU milliseconds one GET /data of those documents costs the service (measured by
-    /// `just bench`); the load is sized from it
-    #[arg(long, default_value_t = 0.36)]
+    /// CPU milliseconds one GET /data of those documents costs the service (0.253, measured
+    /// by `just bench`: bench/results/bench.json); the load is sized from it
+    #[arg(long, default_value_t = 0.25)]
     cpu_ms_per_request: f64,
     /// How many times the HPA's target the load asks of the minimum replicas
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.0)]
     over_target: f64,
     /// Each load connection is closed and opened again after this many requests, so new
     /// pods get their share (kube-proxy balances connections, not requests)

@@ -12,7 +12,7 @@ use tiny_http::Request;
 use super::reply::Piece;
 use super::{store_error, ApiError, Body, Exchange, Handler, Reply};
 use crate::store::{
-    self, ListQuery, Store, StoreError, BATCH_SIZE, INSERT_COPIES, MIDWAY_MEMORY_WAIT,
+    self, ListQuery, Session, Store, StoreError, BATCH_SIZE, INSERT_COPIES, MIDWAY_MEMORY_WAIT,
 };
 use codec::json::{self, EncodeError, JsonArray, JsonOut};
 use codec::paging;
@@ -29,14 +29,17 @@ const INSERTED: &[u8] = br#"{"status":"Data inserted"}"#;
 impl Handler {
     /// `POST /data`: stores one JSON object as a document, and answers once it is
     /// written, maybe on the worker that writes it.
-    pub(super) fn insert_document(&self, mut rq: Request, exchange: Exchange) {
+    pub(super) fn insert_document(&self, session: &Session, mut rq: Request, exchange: Exchange) {
         match self.document(&mut rq) {
-            Ok((document, memory)) => self.store.insert(document, memory, move |outcome| {
-                let result = outcome
-                    .map(|()| Reply::json(201, INSERTED))
-                    .map_err(store_error);
-                exchange.finish(rq, result);
-            }),
+            Ok((document, memory)) => {
+                self.store
+                    .insert(session, document, memory, move |outcome| {
+                        let result = outcome
+                            .map(|()| Reply::json(201, INSERTED))
+                            .map_err(store_error);
+                        exchange.finish(rq, result);
+                    })
+            }
             Err(error) => exchange.finish(rq, Err(error)),
         }
     }
@@ -83,7 +86,12 @@ impl Handler {
     /// `GET /data`: every document, or one page of them, without `_id`, in `_id` order.
     /// `HEAD` of the whole collection answers with the headers `GET` sends for one that
     /// does not fit one piece, without reading it.
-    pub(super) fn list_documents(&self, query: &str, head: bool) -> Result<Reply, ApiError> {
+    pub(super) fn list_documents(
+        &self,
+        session: &Session,
+        query: &str,
+        head: bool,
+    ) -> Result<Reply, ApiError> {
         let params = paging::Params::parse(query, self.limits.page_limit_max)
             .map_err(ApiError::BadRequest)?;
         match params.limit {
@@ -98,8 +106,8 @@ impl Handler {
                     rest: Box::new(Nothing),
                 },
             )),
-            None => self.listing(params.after),
-            Some(limit) => self.page(params.after, limit),
+            None => self.listing(session, params.after),
+            Some(limit) => self.page(session, params.after, limit),
         }
     }
 
@@ -113,7 +121,12 @@ impl Handler {
     /// that what stops it (MongoDB, memory) still gets its own error status; a listing
     /// that fits in it is sent as it is, with its length. The rest is made a batch per
     /// worker turn, each when the connection has written the previous one.
-    fn listing(&self, after: Option<Bson>) -> Result<Reply, ApiError> {
+    fn listing(&self, session: &Session, after: Option<Bson>) -> Result<Reply, ApiError> {
+        let query = ListQuery {
+            after: after.clone(),
+            limit: BATCH_SIZE,
+        };
+        let first = self.store.fetch(session, &query).map_err(store_error)?;
         let mut listing = Listing {
             store: self.store.clone(),
             memory: self.limits.memory.clone(),
@@ -122,14 +135,19 @@ impl Handler {
             continuation: store::Continuation::default(),
             array: JsonArray::new(true),
             started: false,
-            current: None,
+            current: Some(Current {
+                // Fewer than asked, and nothing left on the server.
+                last: first.is_complete() && first.len() < BATCH_SIZE as usize,
+                batch: first,
+                next: 0,
+            }),
         };
         let (bytes, memory) = listing.piece().map_err(|e| match e {
             ListingError::Store(e) => store_error(e),
             ListingError::Encode(e) => encode_error(e),
         })?;
         if listing.array.is_closed() {
-            return Ok(Reply::json(200, bytes).holding(memory));
+            return Ok(Reply::json_holding(200, bytes, memory));
         }
         let first = Piece {
             bytes,
@@ -148,19 +166,14 @@ impl Handler {
     /// One page, built in memory (bounded by `limit` and `PAGE_MAX_BYTES`, and reserved
     /// from the budget) so that the `Link` header to the next page can be sent before the
     /// body.
-    fn page(&self, after: Option<Bson>, limit: u32) -> Result<Reply, ApiError> {
+    fn page(&self, session: &Session, after: Option<Bson>, limit: u32) -> Result<Reply, ApiError> {
         let wait = self.limits.queue_timeout;
         // One more than asked for tells whether another page follows.
-        let batch = self
-            .store
-            .fetch(
-                &ListQuery {
-                    after,
-                    limit: limit + 1,
-                },
-                false,
-            )
-            .map_err(store_error)?;
+        let query = ListQuery {
+            after,
+            limit: limit + 1,
+        };
+        let batch = self.store.fetch(session, &query).map_err(store_error)?;
         // A second grant of a request that holds one: it does not queue behind new ones.
         let mut memory = self
             .limits
@@ -189,7 +202,7 @@ impl Handler {
             array.close(&mut out).map_err(encode_error)?;
         }
         drop(batch);
-        let reply = Reply::json(200, body).holding(memory);
+        let reply = Reply::json_holding(200, body, memory);
         Ok(match (more, last_id) {
             (true, Some(last)) => {
                 let cursor = paging::encode(last.as_raw_bson_ref());
@@ -229,10 +242,8 @@ fn check_id(document: &RawDocumentBuf) -> Result<(), ApiError> {
 /// UTF-8 charset: JSON is UTF-8 (RFC 8259).
 fn check_content_type(rq: &Request) -> Result<(), ApiError> {
     let value = rq
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-        .map(|h| h.value.as_str())
+        .header_values("Content-Type")
+        .next()
         .ok_or(ApiError::UnsupportedMediaType)?;
     let mut parts = value.split(';');
     let media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -271,6 +282,7 @@ struct Listing {
     after: Option<Bson>,
     continuation: store::Continuation,
     array: JsonArray,
+    /// The first piece is made: the status is sent.
     started: bool,
     /// The batch being sent, while some of it is not yet encoded.
     current: Option<Current>,
@@ -354,35 +366,21 @@ impl Listing {
                 self.current = Some(current);
             }
         }
+        self.started = true;
         Ok((bytes, memory))
     }
 
-    /// The next batch: the first through the request's query, the rest through the
-    /// listing's cursor.
+    /// The batch after those sent, through the listing's cursor (the first batch came
+    /// with the request's own query, on its worker's session).
     fn fetch(&mut self) -> Result<Current, StoreError> {
-        let admitted = self.started;
-        let batch = match (&self.after, admitted) {
-            (Some(after), true) => self.store.fetch_more(&mut self.continuation, after)?,
-            _ => {
-                let query = ListQuery {
-                    after: self.after.clone(),
-                    limit: BATCH_SIZE,
-                };
-                self.store.fetch(&query, admitted)?
-            }
-        };
-        self.started = true;
-        // The first batch: fewer than asked, and nothing left on the server. Later: the
-        // cursor has nothing left.
-        let last = if admitted {
-            batch.is_complete()
-        } else {
-            batch.is_complete() && batch.len() < BATCH_SIZE as usize
-        };
+        let batch = self
+            .store
+            .fetch_more(&mut self.continuation, self.after.as_ref())?;
         Ok(Current {
+            // The cursor has nothing left.
+            last: batch.is_complete(),
             batch,
             next: 0,
-            last,
         })
     }
 }

@@ -20,7 +20,7 @@ pub use reply::{Body, Reply};
 
 use crate::metrics::{InFlight, Metrics};
 use crate::settings::HttpSettings;
-use crate::store::{Store, StoreError};
+use crate::store::{Session, Store, StoreError};
 
 /// What the handlers hold requests to.
 pub struct Limits {
@@ -51,11 +51,9 @@ pub const QUEUES: usize = LISTINGS.0 + 1;
 
 /// The workers that fetch for listings, which is how many fetch at once: no more than the
 /// budget holds the largest reply for (a fetch reserves `MAX_BATCH_BYTES`; one more would
-/// only wait for memory), and at most half `WORKERS`. Only they take listings, so one
-/// never waits for another on a worker that could be doing something else: with the 16
-/// workers taking listings and a permit for each fetch, 14 of 16 concurrent listings
-/// slept on a permit (2.8 voluntary switches per listing on the workers, 0.9 now). The
-/// listings' cursors get as many MongoDB connections.
+/// only wait for memory), and at most half `WORKERS`. Only they take listings, so a
+/// listing waiting for memory never holds a worker that could be doing something else.
+/// The listings' cursors get as many MongoDB connections.
 pub fn listing_workers(settings: &HttpSettings, memory: &Budget) -> u16 {
     let replies = memory.total() / crate::store::MAX_BATCH_BYTES;
     settings
@@ -103,9 +101,6 @@ const ROUTES: &[(&str, Route)] = &[
     ("/openapi.json", Route::OpenApi),
 ];
 
-/// The paths the management listener serves.
-const MANAGEMENT_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
-
 /// The paths `port` serves (`--print-config` prints them for the manifest checks).
 pub fn paths(port: Port) -> Vec<&'static str> {
     ROUTES
@@ -123,11 +118,25 @@ impl Route {
             .map_or(Route::Unknown, |(_, route)| *route)
     }
 
-    /// The route of `path` on `port`: the management listener serves only its paths.
+    /// The route of `path` on `port`: each listener serves only its own routes.
     fn on(port: Port, path: &str) -> Route {
         match Route::of(path) {
-            route if port == Port::Management && !route.is_management() => Route::Unknown,
+            route if !route.served_on(port) => Route::Unknown,
             route => route,
+        }
+    }
+
+    /// Readiness and metrics are the operator's, on the management port only: on the API
+    /// port they would be open to anyone who reaches the NodePort (a MongoDB ping per
+    /// request, the process's counters). Liveness is on both: it is answered on the event
+    /// loop, touches nothing and says nothing, and a load balancer in front of the API
+    /// port may health-check that port.
+    fn served_on(self, port: Port) -> bool {
+        match self {
+            Route::Healthz => true,
+            Route::Readyz | Route::Metrics => port == Port::Management,
+            Route::Root | Route::Data | Route::OpenApi => port == Port::Api,
+            Route::Unknown => false,
         }
     }
 
@@ -154,38 +163,12 @@ impl Route {
             _ => false,
         }
     }
-
-    /// Whether answering may wait on MongoDB, and so must run on a worker; everything else
-    /// is answered on the connection's event loop.
-    fn needs_worker(self, method: &Method) -> bool {
-        matches!(self, Route::Data | Route::Readyz) && self.allows(method)
-    }
-
-    /// What the management listener serves; the rest is 404 there.
-    fn is_management(self) -> bool {
-        MANAGEMENT_PATHS.contains(&self.label())
-    }
-}
-
-fn method_label(method: &Method) -> &'static str {
-    match method {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Patch => "PATCH",
-        Method::Options => "OPTIONS",
-        _ => "OTHER",
-    }
 }
 
 /// The client's `X-Request-Id` if it is a sane token, else a fresh unique one.
 fn request_id(rq: &Request) -> String {
-    rq.headers()
-        .iter()
-        .find(|h| h.field.equiv("X-Request-Id"))
-        .map(|h| h.value.as_str())
+    rq.header_values("X-Request-Id")
+        .next()
         .filter(|v| {
             (1..=128).contains(&v.len())
                 && v.bytes()
@@ -219,7 +202,7 @@ fn welcome() -> Reply {
     body.push(b'.');
     // A leap second shows as a nanosecond count past 999,999,999.
     push_digits(&mut body, (now.nanosecond() / 1000).min(999_999), 6);
-    Reply::new(200, "text/plain; charset=utf-8", Body::Bytes(body))
+    Reply::new(200, "text/plain; charset=utf-8", Body::Bytes(body, None))
 }
 
 /// `value` as exactly `width` decimal digits (leading zeros; higher digits dropped).
@@ -242,10 +225,8 @@ fn openapi(rq: &Request) -> Reply {
     });
     let etag = ETAG.as_str();
     let current = rq
-        .headers()
-        .iter()
-        .filter(|h| h.field.equiv("If-None-Match"))
-        .any(|h| names_tag(h.value.as_str(), etag));
+        .header_values("If-None-Match")
+        .any(|value| names_tag(value, etag));
     let body = if current { b"" } else { OPENAPI.as_bytes() };
     Reply::new(
         if current { 304 } else { 200 },
@@ -284,67 +265,97 @@ impl Handler {
     pub fn triage(&self, mut rq: Request, port: Port) -> Option<Request> {
         let (path, query) = split_target(rq.url());
         let route = Route::on(port, path);
-        if route.needs_worker(rq.method()) {
-            if route == Route::Data && *rq.method() == Method::Get && self.is_listing(query) {
-                rq.set_queue(LISTINGS);
+        let work = match self.plan(&rq, route) {
+            Plan::Now(result) => {
+                let exchange = self.exchange(&rq, port, route);
+                exchange.finish(rq, result);
+                return None;
             }
-            return Some(rq);
-        }
-        self.answer(rq, port);
-        None
-    }
-
-    /// Answers one request, and counts and logs it; never panics on any input. On a worker
-    /// for what [`Handler::triage`] returned, else on the event loop. A `POST` may be
-    /// answered later, by the worker that writes it (see [`Store::insert`]).
-    pub fn answer(&self, rq: Request, port: Port) {
-        let (path, query) = split_target(rq.url());
-        let (path, query) = (path.to_owned(), query.to_owned());
-        let route = Route::on(port, &path);
-        // Counted from when the request had arrived: the wait for a worker included.
-        let waited = rq.received_at().elapsed();
-        let exchange = Exchange {
-            started: Instant::now(),
-            waited,
-            _in_flight: self.metrics.in_flight(),
-            metrics: self.metrics.clone(),
-            id: request_id(&rq),
-            method: method_label(rq.method()),
-            path,
-            route,
-            port,
+            Plan::Work(work) => work,
         };
-        if route.needs_worker(rq.method()) && waited > self.limits.queue_timeout {
-            exchange.finish(rq, Err(ApiError::Overloaded));
-        } else {
-            self.dispatch(rq, &query, exchange);
+        if work == Work::List && self.is_listing(query) {
+            rq.set_queue(LISTINGS);
         }
+        Some(rq)
     }
 
-    fn dispatch(&self, rq: Request, query: &str, exchange: Exchange) {
-        let route = exchange.route;
-        let result = if route == Route::Unknown {
-            Err(ApiError::NotFound)
-        } else if !route.allows(rq.method()) {
-            Err(ApiError::MethodNotAllowed {
-                allow: route.allow(),
-            })
-        } else {
-            match route {
-                Route::Root => Ok(welcome()),
-                Route::Data if *rq.method() == Method::Post => {
-                    return self.insert_document(rq, exchange)
-                }
-                Route::Data => self.list_documents(query, *rq.method() == Method::Head),
-                Route::Healthz => Ok(self.live()),
-                Route::Readyz => self.ready(),
-                Route::Metrics => Ok(self.scrape()),
-                Route::OpenApi => Ok(openapi(&rq)),
-                Route::Unknown => Err(ApiError::NotFound),
-            }
+    /// Answers a request [`Handler::triage`] queued, on a worker with its MongoDB
+    /// session; counts and logs it, and never panics on any input. A `POST` may be
+    /// answered later, by the worker that writes it (see [`Store::insert`]).
+    pub fn answer(&self, rq: Request, port: Port, session: &Session) {
+        let (path, query) = split_target(rq.url());
+        let query = query.to_owned();
+        let route = Route::on(port, path);
+        let exchange = self.exchange(&rq, port, route);
+        let work = match self.plan(&rq, route) {
+            Plan::Now(result) => return exchange.finish(rq, result),
+            Plan::Work(work) => work,
+        };
+        if exchange.waited > self.limits.queue_timeout {
+            return exchange.finish(rq, Err(ApiError::Overloaded));
+        }
+        let result = match work {
+            Work::Insert => return self.insert_document(session, rq, exchange),
+            Work::List => self.list_documents(session, &query, *rq.method() == Method::Head),
+            Work::Ready => self.ready(session),
         };
         exchange.finish(rq, result);
     }
+
+    /// How `route` answers `rq`: at once, or by a worker with MongoDB.
+    fn plan(&self, rq: &Request, route: Route) -> Plan {
+        if route == Route::Unknown {
+            return Plan::Now(Err(ApiError::NotFound));
+        }
+        if !route.allows(rq.method()) {
+            return Plan::Now(Err(ApiError::MethodNotAllowed {
+                allow: route.allow(),
+            }));
+        }
+        match route {
+            Route::Root => Plan::Now(Ok(welcome())),
+            Route::Healthz => Plan::Now(Ok(self.live())),
+            Route::Metrics => Plan::Now(Ok(self.scrape())),
+            Route::OpenApi => Plan::Now(Ok(openapi(rq))),
+            Route::Unknown => Plan::Now(Err(ApiError::NotFound)),
+            Route::Data if *rq.method() == Method::Post => Plan::Work(Work::Insert),
+            Route::Data => Plan::Work(Work::List),
+            Route::Readyz => Plan::Work(Work::Ready),
+        }
+    }
+
+    /// The record of `rq` being answered, counted from when it had arrived (the wait
+    /// for a worker included).
+    fn exchange(&self, rq: &Request, port: Port, route: Route) -> Exchange {
+        let (path, _) = split_target(rq.url());
+        Exchange {
+            started: Instant::now(),
+            waited: rq.received_at().elapsed(),
+            _in_flight: self.metrics.in_flight(),
+            metrics: self.metrics.clone(),
+            id: request_id(rq),
+            method: rq.method().standard_name().unwrap_or("OTHER"),
+            path: path.to_owned(),
+            route,
+            port,
+        }
+    }
+}
+
+/// How a request is answered.
+enum Plan {
+    /// On the event loop, now: it needs no MongoDB.
+    Now(Result<Reply, ApiError>),
+    /// By a worker, with its MongoDB session.
+    Work(Work),
+}
+
+/// What a worker does for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Insert,
+    List,
+    Ready,
 }
 
 /// A request being answered: what its response, its metrics and its log line need,
@@ -464,12 +475,24 @@ mod tests {
     }
 
     #[test]
-    fn the_openapi_document_describes_exactly_the_routes() {
+    fn readiness_and_metrics_are_served_on_the_management_port_only() {
+        assert_eq!(
+            paths(Port::Api),
+            ["/", "/data", "/healthz", "/openapi.json"]
+        );
+        assert_eq!(paths(Port::Management), ["/healthz", "/readyz", "/metrics"]);
+        assert_eq!(Route::on(Port::Api, "/readyz"), Route::Unknown);
+        assert_eq!(Route::on(Port::Api, "/metrics"), Route::Unknown);
+        assert_eq!(Route::on(Port::Management, "/data"), Route::Unknown);
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_api_ports_routes() {
         let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
         assert_eq!(spec["info"]["version"], env!("CARGO_PKG_VERSION"));
         let paths = spec["paths"].as_object().expect("paths");
         let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
-        let mut routed: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+        let mut routed = super::paths(Port::Api);
         documented.sort_unstable();
         routed.sort_unstable();
         assert_eq!(documented, routed);

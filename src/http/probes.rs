@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::reply::Body;
 use super::{ApiError, Handler, Reply};
+use crate::store::Session;
 
 impl Handler {
     /// `GET /healthz`.
@@ -22,9 +23,9 @@ impl Handler {
 
     /// `GET /readyz`: until MongoDB has once answered a `ping` (bounded by the MongoDB
     /// timeout), that ping; from then on, ready.
-    pub(super) fn ready(&self) -> Result<Reply, ApiError> {
+    pub(super) fn ready(&self, session: &Session) -> Result<Reply, ApiError> {
         if !self.reached_mongodb.load(Ordering::Acquire) {
-            self.store.ping().map_err(super::store_error)?;
+            self.store.ping(session).map_err(super::store_error)?;
             self.reached_mongodb.store(true, Ordering::Release);
         }
         Ok(Reply::json_value(200, &json!({ "status": "ready" })))
@@ -33,6 +34,6 @@ impl Handler {
     /// `GET /metrics`.
     pub(super) fn scrape(&self) -> Reply {
         let (body, content_type) = self.metrics.render();
-        Reply::new(200, content_type, Body::Bytes(body))
+        Reply::new(200, content_type, Body::Bytes(body, None))
     }
 }

@@ -1,30 +1,20 @@
 //! What a handler answers with, and how it reaches the client.
 
-use tiny_http::{Grant, Header, Request, Response, StatusCode, Stream};
+use tiny_http::{Grant, Header, Request, Response, StatusCode};
 
-pub use tiny_http::Piece;
+/// The server's own: bytes with the memory they hold until written, a static body, or a
+/// stream (a whole collection: its first piece, made before the status is sent, and the
+/// producer of the rest, which the server calls on a worker each time the connection has
+/// written the previous piece).
+pub use tiny_http::{Body, Piece};
 
 pub const JSON: &str = "application/json";
-
-pub enum Body {
-    Bytes(Vec<u8>),
-    Static(&'static [u8]),
-    /// A body of unknown length (sent chunked), e.g. a whole collection: its first piece,
-    /// made before the status is sent, and the producer of the rest, which the server
-    /// calls on a worker each time the connection has written the previous piece.
-    Stream {
-        first: Piece,
-        rest: Box<dyn Stream>,
-    },
-}
 
 pub struct Reply {
     pub status: u16,
     content_type: &'static str,
     body: Body,
     headers: Vec<(&'static str, String)>,
-    /// Memory the body holds until it has been sent.
-    memory: Option<Grant>,
     /// Set only where a cache may keep the answer; everything else is live (the time, the
     /// collection as of now, a probe) and a cache must not store it.
     etag: Option<&'static str>,
@@ -37,7 +27,6 @@ impl Reply {
             content_type,
             body,
             headers: Vec::new(),
-            memory: None,
             etag: None,
         }
     }
@@ -49,14 +38,13 @@ impl Reply {
         self
     }
 
-    /// Keeps `memory` reserved until the body has been sent.
-    pub fn holding(mut self, memory: Grant) -> Reply {
-        self.memory = Some(memory);
-        self
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply::new(status, JSON, Body::Bytes(body.into(), None))
     }
 
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
-        Reply::new(status, JSON, Body::Bytes(body.into()))
+    /// A JSON body that keeps `memory` reserved until it has been sent.
+    pub fn json_holding(status: u16, body: Vec<u8>, memory: Grant) -> Reply {
+        Reply::new(status, JSON, Body::Bytes(body, Some(memory)))
     }
 
     pub fn json_value(status: u16, value: &serde_json::Value) -> Reply {
@@ -83,12 +71,7 @@ impl Reply {
         }
         headers.push(header("X-Request-Id", request_id));
         headers.extend(self.headers.iter().map(|(name, value)| header(name, value)));
-        let body = match self.body {
-            Body::Bytes(bytes) => tiny_http::Body::Bytes(bytes, self.memory),
-            Body::Static(bytes) => tiny_http::Body::Static(bytes),
-            Body::Stream { first, rest } => tiny_http::Body::Stream { first, rest },
-        };
-        rq.respond(Response::new(StatusCode(self.status), headers, body));
+        rq.respond(Response::new(StatusCode(self.status), headers, self.body));
     }
 }
 

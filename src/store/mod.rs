@@ -1,5 +1,6 @@
-//! Everything that talks to MongoDB: one shared client, the `data` collection, and the
-//! mapping of driver errors to what the HTTP layer needs to know.
+//! Everything that talks to MongoDB: a session (runtime and client) per worker thread,
+//! the `data` collection, and the mapping of driver errors to what the HTTP layer needs
+//! to know.
 //!
 //! Calls block the worker thread that makes them, as the design wants, but each one runs
 //! the official driver's async API under a deadline (`MONGO_TIMEOUT_MS`). The driver's
@@ -14,16 +15,16 @@
 //! only that thread drives, and a `Client` (with one pooled connection and one monitoring
 //! connection per server) created on it. An operation then runs on the worker itself:
 //! it sends, sleeps in `epoll_wait` on its own runtime, and wakes when the reply comes, one
-//! context switch; with one shared multi-threaded runtime every operation crossed to its
-//! threads and back, a dozen switches (README, *Performance*). A worker waiting for work
-//! waits inside its runtime (`Store::wait_for`), so the driver's monitor and pool keep
-//! running. The price is a client per worker (the `WORKERS`, the listing workers and the
+//! context switch, where a shared multi-threaded runtime would cross to its threads and
+//! back, a dozen switches (docs/performance.md). A worker waiting for work
+//! waits inside its runtime ([`Session::wait_for`]), so the driver's monitor and pool keep
+//! running. A session is a value the worker owns and lends to each operation, so only
+//! code running on a worker can reach MongoDB. The price is a client per worker (the `WORKERS`, the listing workers and the
 //! two readiness workers), each with one operation connection and one monitoring
 //! connection per server.
 
 mod batch;
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
@@ -227,30 +228,36 @@ pub struct Continuation {
 }
 
 /// One worker's MongoDB: a runtime only its thread drives, and a client living on it.
+/// Dropping it closes the client's connections.
 pub struct Session {
     runtime: Runtime,
     client: Client,
     database: Database,
     documents: Collection<RawDocumentBuf>,
-}
-
-thread_local! {
-    /// The session of the worker this thread is, if it is one.
-    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
-}
-
-/// The session of the current thread; dropping it closes the client's connections.
-pub struct Attached {
     timeout: Duration,
 }
 
-impl Drop for Attached {
+impl Session {
+    /// Waits for `until` inside this session's runtime, so that its client's monitor and
+    /// pool go on meanwhile.
+    pub fn wait_for<F: Future>(&self, until: F) -> F::Output {
+        self.runtime.block_on(until)
+    }
+
+    /// Runs one operation on this session's runtime to completion, or gives up at the
+    /// deadline.
+    fn run<T>(
+        &self,
+        operation: impl Future<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        run_on(&self.runtime, self.timeout, operation)
+    }
+}
+
+impl Drop for Session {
     fn drop(&mut self) {
-        let Some(session) = SESSION.with_borrow_mut(Option::take) else {
-            return;
-        };
-        let client = session.client.clone();
-        let closed = session.runtime.block_on(async {
+        let client = self.client.clone();
+        let closed = self.runtime.block_on(async {
             tokio::time::timeout(self.timeout, client.shutdown().immediate(true)).await
         });
         if closed.is_err() {
@@ -260,11 +267,12 @@ impl Drop for Attached {
 }
 
 impl Store {
-    /// Prepares the clients' options. No connection is made here (except SRV lookups for
-    /// a `mongodb+srv` URI): each worker's client connects in the background once the
-    /// worker attaches, so the service starts, and answers `/healthz`, while MongoDB is
-    /// down. Listings take their batches from `memory`, waiting at most `memory_wait`.
-    pub fn connect(
+    /// Prepares the clients' options and the listings' client. Nothing waits for MongoDB
+    /// here (except SRV lookups for a `mongodb+srv` URI): each client connects in the
+    /// background, a worker's once it opens its session, so the service starts, and
+    /// answers `/healthz`, while MongoDB is down. Listings take their batches from
+    /// `memory`, waiting at most `memory_wait`.
+    pub fn new(
         settings: &MongoSettings,
         listings: u16,
         metrics: Arc<Metrics>,
@@ -311,9 +319,9 @@ impl Store {
         })
     }
 
-    /// Gives the current thread (a worker) a session of its own, for as long as the
-    /// result is kept.
-    pub fn attach(&self) -> Result<Attached, ConnectError> {
+    /// A session for a worker: a runtime and a client of its own, for as long as the
+    /// worker keeps it.
+    pub fn open_session(&self) -> Result<Session, ConnectError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -325,43 +333,12 @@ impl Store {
         };
         let database = client.database(&self.database);
         let documents = database.collection::<RawDocumentBuf>(COLLECTION);
-        SESSION.with_borrow_mut(|session| {
-            *session = Some(Session {
-                runtime,
-                client,
-                database,
-                documents,
-            })
-        });
-        Ok(Attached {
+        Ok(Session {
+            runtime,
+            client,
+            database,
+            documents,
             timeout: self.timeout,
-        })
-    }
-
-    /// Waits for `until` inside this worker's runtime, so that its client's monitor and
-    /// pool go on meanwhile.
-    pub fn wait_for<F: Future>(&self, until: F) -> F::Output {
-        SESSION.with_borrow(|session| match session {
-            Some(session) => session.runtime.block_on(until),
-            // Not a worker: nothing of ours needs running meanwhile.
-            None => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for one wait")
-                .block_on(until),
-        })
-    }
-
-    /// Runs `work` with this worker's session.
-    fn session<T>(
-        &self,
-        work: impl FnOnce(&Session) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        SESSION.with_borrow(|session| match session {
-            Some(session) => work(session),
-            None => Err(StoreError::Internal(
-                "a MongoDB operation outside a worker".into(),
-            )),
         })
     }
 
@@ -373,6 +350,7 @@ impl Store {
     /// the document is done.
     pub fn insert(
         &self,
+        session: &Session,
         document: RawDocumentBuf,
         memory: Grant,
         answer: impl FnOnce(Result<(), StoreError>) + Send + 'static,
@@ -388,7 +366,7 @@ impl Store {
         self.inserts.submit(
             pending,
             Box::new(move |outcome| answer(counted(&metrics, outcome))),
-            |batch| self.insert_batch(batch),
+            |batch| self.insert_batch(session, batch),
             // MongoDB unreachable: those queued meanwhile get the 503 now rather than after
             // a second timeout of their own, so a write fails within MONGO_TIMEOUT_MS.
             |results| {
@@ -403,22 +381,19 @@ impl Store {
 
     /// Writes a batch unordered, so that one refused document does not stop the others,
     /// and maps the outcome back to each document.
-    fn insert_batch(&self, batch: Vec<Pending>) -> Vec<Result<(), StoreError>> {
+    fn insert_batch(&self, session: &Session, batch: Vec<Pending>) -> Vec<Result<(), StoreError>> {
         let count = batch.len();
         self.metrics.insert_batch(count);
         let (documents, memory): (Vec<RawDocumentBuf>, Vec<Grant>) =
             batch.into_iter().map(|p| (p.document, p.memory)).unzip();
         // The driver's own error, which says document by document what failed; the
         // memory stays reserved until MongoDB has answered.
-        let timeout = self.timeout;
-        let written = self.session(|session| {
-            session.run(timeout, async {
-                Ok(session
-                    .documents
-                    .insert_many(documents.iter())
-                    .ordered(false)
-                    .await)
-            })
+        let written = session.run(async {
+            Ok(session
+                .documents
+                .insert_many(documents.iter())
+                .ordered(false)
+                .await)
         });
         drop(memory);
         match written {
@@ -430,17 +405,13 @@ impl Store {
 
     /// Up to `query.limit` documents in ascending `_id` order, fetched in one round trip,
     /// with the memory their reply takes (`MAX_BATCH_BYTES` reserved first, waiting at
-    /// most `memory_wait`; `admitted` for work already under way, which does not queue
-    /// behind new requests).
-    pub fn fetch(&self, query: &ListQuery, admitted: bool) -> Result<Batch, StoreError> {
-        let memory = if admitted {
-            self.memory
-                .acquire_admitted(MAX_BATCH_BYTES, MIDWAY_MEMORY_WAIT)
-        } else {
-            self.memory.acquire(MAX_BATCH_BYTES, self.memory_wait)
-        }
-        .ok_or(StoreError::Busy)?;
-        counted(&self.metrics, self.fetch_with(query, memory))
+    /// most `memory_wait`, in line with new requests).
+    pub fn fetch(&self, session: &Session, query: &ListQuery) -> Result<Batch, StoreError> {
+        let memory = self
+            .memory
+            .acquire(MAX_BATCH_BYTES, self.memory_wait)
+            .ok_or(StoreError::Busy)?;
+        counted(&self.metrics, self.fetch_with(session, query, memory))
     }
 
     /// The next batch of a listing whose first batch (`fetch`) was full: strictly after
@@ -449,7 +420,7 @@ impl Store {
     pub fn fetch_more(
         &self,
         continuation: &mut Continuation,
-        after: &Bson,
+        after: Option<&Bson>,
     ) -> Result<Batch, StoreError> {
         let memory = self
             .memory
@@ -462,14 +433,14 @@ impl Store {
     fn continue_with(
         &self,
         continuation: &mut Continuation,
-        after: &Bson,
+        after: Option<&Bson>,
         memory: Grant,
     ) -> Result<Batch, StoreError> {
         let documents = &self.continuations.documents;
         let next = run_on(&self.continuations.runtime, self.timeout, async {
             if continuation.cursor.is_none() {
                 let cursor = documents
-                    .find(after_filter(Some(after)))
+                    .find(after_filter(after))
                     .sort(doc! { "_id": 1 })
                     .batch_size(BATCH_SIZE)
                     .batch()
@@ -487,24 +458,27 @@ impl Store {
         }
     }
 
-    fn fetch_with(&self, query: &ListQuery, memory: Grant) -> Result<Batch, StoreError> {
+    fn fetch_with(
+        &self,
+        session: &Session,
+        query: &ListQuery,
+        memory: Grant,
+    ) -> Result<Batch, StoreError> {
         let filter = after_filter(query.after.as_ref());
         let limit = query.limit.max(1);
-        let reply = self.session(|session| {
-            session.run(self.timeout, async {
-                let mut cursor = session
-                    .documents
-                    .find(filter)
-                    .sort(doc! { "_id": 1 })
-                    .limit(i64::from(limit))
-                    .batch_size(limit)
-                    .batch()
-                    .await?;
-                // One reply: the limit ends the cursor on the server, unless 16 MiB ended
-                // the batch first; then dropping the cursor kills it, and the next fetch
-                // resumes after the last document of this one.
-                cursor.next().await.transpose()
-            })
+        let reply = session.run(async {
+            let mut cursor = session
+                .documents
+                .find(filter)
+                .sort(doc! { "_id": 1 })
+                .limit(i64::from(limit))
+                .batch_size(limit)
+                .batch()
+                .await?;
+            // One reply: the limit ends the cursor on the server, unless 16 MiB ended the
+            // batch first; then dropping the cursor kills it, and the next fetch resumes
+            // after the last document of this one.
+            cursor.next().await.transpose()
         })?;
         match reply {
             Some(reply) => Batch::new(reply, memory),
@@ -513,12 +487,8 @@ impl Store {
     }
 
     /// Round trip to the server: does MongoDB answer, with our credentials?
-    pub fn ping(&self) -> Result<(), StoreError> {
-        let pinged = self.session(|session| {
-            session.run(self.timeout, async {
-                session.database.run_command(doc! { "ping": 1 }).await
-            })
-        });
+    pub fn ping(&self, session: &Session) -> Result<(), StoreError> {
+        let pinged = session.run(async { session.database.run_command(doc! { "ping": 1 }).await });
         counted(&self.metrics, pinged.map(drop))
     }
 }
@@ -583,18 +553,6 @@ fn with_id(document: RawDocumentBuf) -> RawDocumentBuf {
     let length = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
     bytes[..4].copy_from_slice(&length.to_le_bytes());
     RawDocumentBuf::from_bytes(bytes).expect("a document with an _id in front")
-}
-
-impl Session {
-    /// Runs one operation on this session's runtime to completion, or gives up at the
-    /// deadline.
-    fn run<T>(
-        &self,
-        timeout: Duration,
-        operation: impl Future<Output = mongodb::error::Result<T>>,
-    ) -> Result<T, StoreError> {
-        run_on(&self.runtime, timeout, operation)
-    }
 }
 
 /// Runs one operation on `runtime` to completion, or gives up at the deadline.

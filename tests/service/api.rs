@@ -309,6 +309,28 @@ fn answers_say_what_a_cache_may_keep() {
     );
 }
 
+/// What the NodePort exposes: the API, and liveness. Readiness (a MongoDB ping) and the
+/// metrics are the operator's, on the management port only.
+#[test]
+fn readiness_and_metrics_are_served_on_the_management_port_only() {
+    let mongo = Mongo::shared();
+    let db = mongo.fresh_db("ports");
+    let app = App::start(&mongo, &db, |_| {});
+    for path in ["/readyz", "/metrics"] {
+        let public = http::get(&app.url(path));
+        assert_eq!(public.status, 404, "{path} on the API port");
+        assert_eq!(public.error(), "not found");
+        let management = http::get(&app.management_url(path));
+        assert_eq!(management.status, 200, "{path}: {}", management.body);
+    }
+    for path in ["/", "/data", "/openapi.json"] {
+        assert_eq!(http::get(&app.management_url(path)).status, 404, "{path}");
+        assert_eq!(http::get(&app.url(path)).status, 200, "{path}");
+    }
+    assert_eq!(http::get(&app.url("/healthz")).status, 200);
+    assert_eq!(http::get(&app.management_url("/healthz")).status, 200);
+}
+
 #[test]
 fn unknown_paths_and_methods_get_json_errors() {
     let mongo = Mongo::shared();
@@ -324,7 +346,10 @@ fn unknown_paths_and_methods_get_json_errors() {
         (http::delete(&app.url("/data")), "GET, HEAD, POST"),
         (http::post_json(&app.url("/"), "{}"), "GET, HEAD"),
         (http::delete(&app.url("/healthz")), "GET, HEAD"),
-        (http::post_json(&app.url("/metrics"), "{}"), "GET, HEAD"),
+        (
+            http::post_json(&app.management_url("/metrics"), "{}"),
+            "GET, HEAD",
+        ),
     ];
     for (reply, allow) in cases {
         assert_eq!(reply.status, 405);
@@ -659,7 +684,7 @@ fn concurrent_writes_each_get_their_own_answer() {
     }
     assert_eq!(mongo.documents(&db).len(), 10 * 9);
     // ...and they were indeed written in shared round trips.
-    let metrics = http::get(&app.url("/metrics")).body;
+    let metrics = http::get(&app.management_url("/metrics")).body;
     let single = metric(&metrics, r#"mongodb_insert_batch_documents_bucket{le="1"}"#);
     let all = metric(&metrics, "mongodb_insert_batch_documents_count");
     assert!(all < 160.0 && single < all, "no batch formed:\n{metrics}");
@@ -679,7 +704,7 @@ fn special_characters_in_the_password_work() {
     let password = "p@ss:w/rd%40?#[]&=+ é";
     mongo.create_user("app-user", password, &db);
     let app = App::start_with(login_settings(&mongo, &db, "app-user", password));
-    let ready = http::get(&app.url("/readyz"));
+    let ready = http::get(&app.management_url("/readyz"));
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(
         http::post_json(&app.url("/data"), r#"{"ok":true}"#).status,
@@ -698,7 +723,10 @@ fn wrong_password_gives_503_within_the_timeout() {
     let app = App::start_with(settings);
     assert_eq!(http::get(&app.url("/healthz")).status, 200);
     for (name, reply) in [
-        ("readyz", timed(|| http::get(&app.url("/readyz")))),
+        (
+            "readyz",
+            timed(|| http::get(&app.management_url("/readyz"))),
+        ),
         ("GET /data", timed(|| http::get(&app.url("/data")))),
         (
             "POST /data",
@@ -738,7 +766,7 @@ fn mongodb_outage_gives_503_then_recovers_without_losing_writes() {
     }
 
     // Ready, as its first probe finds it.
-    assert_eq!(http::get(&app.url("/readyz")).status, 200);
+    assert_eq!(http::get(&app.management_url("/readyz")).status, 200);
 
     mongo.kill();
     assert_eq!(http::get(&app.url("/healthz")).status, 200);
@@ -749,7 +777,7 @@ fn mongodb_outage_gives_503_then_recovers_without_losing_writes() {
     assert_eq!(reply.status, 503);
     assert!(took < Duration::from_secs(3), "took {took:?}");
     // It has reached MongoDB before: it stays ready and answers for itself.
-    assert_eq!(http::get(&app.url("/readyz")).status, 200);
+    assert_eq!(http::get(&app.management_url("/readyz")).status, 200);
     assert_eq!(http::get(&app.url("/healthz")).status, 200);
 
     mongo.restart();
@@ -774,7 +802,7 @@ fn metrics_count_requests_by_route_and_status() {
     }
     http::get(&app.url("/nope/12345"));
     http::post_json(&app.url("/data"), "[]");
-    let reply = http::get(&app.url("/metrics"));
+    let reply = http::get(&app.management_url("/metrics"));
     assert_eq!(reply.status, 200);
     assert!(reply
         .header("Content-Type")

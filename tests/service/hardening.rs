@@ -156,7 +156,7 @@ fn slow_uploads_and_idle_connections_do_not_hold_workers() {
 fn connections_cost_no_thread() {
     let mongo = Mongo::shared();
     let service = start(&mongo, &mongo.fresh_db("threads"), &[]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     let resting = service.threads();
     // Idle, mid-head, and kept alive after a response.
     let mut connections: Vec<TcpStream> = (0..600).map(|_| service.connect()).collect();
@@ -641,7 +641,7 @@ fn head_of_the_whole_collection_reads_nothing_from_mongodb() {
     let mut env = mongo_env(&mongo, &db);
     env.push(("MONGO_TIMEOUT_MS", "1000".into()));
     let service = Process::start(&env);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     // MongoDB stops answering: anything that reads from it would wait out the timeout.
     mongo.signal(nix::sys::signal::Signal::SIGSTOP);
     let started = Instant::now();

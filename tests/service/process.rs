@@ -340,12 +340,12 @@ fn the_password_never_appears_in_logs_errors_or_metrics() {
         let mut service = Process::start(&env);
         let mut seen = String::new();
         for reply in [
-            http::get(&service.url("/readyz")),
+            http::get(&service.management_url("/readyz")),
             http::post_json(&service.url("/data"), r#"{"a":1}"#),
             http::get(&service.url("/data")),
             http::get(&service.url("/data?limit=1")),
             http::post_json(&service.url("/data"), "{bad"),
-            http::get(&service.url("/metrics")),
+            http::get(&service.management_url("/metrics")),
         ] {
             seen.push_str(&reply.body);
             for (name, value) in &reply.headers {
@@ -381,7 +381,7 @@ fn a_server_error_inside_a_listing_cuts_the_connection() {
     // batch of 60,000 sorted documents through on a loaded test machine.
     env.push(("MONGO_TIMEOUT_MS", "10000".into()));
     let service = Process::start(&env);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
 
     let mut stream = TcpStream::connect(service.addr).unwrap();
     stream

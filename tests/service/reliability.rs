@@ -40,7 +40,7 @@ fn slow_and_idle_clients_neither_slow_others_nor_stay() {
     raise_fd_limit();
     let mongo = Mongo::shared();
     let service = start(&mongo, &mongo.fresh_db("slow"), &[]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     std::thread::sleep(Duration::from_secs(6));
     let (threads_before, rss_before) = (service.threads(), service.rss_kib());
 
@@ -168,7 +168,7 @@ fn a_trickle_of_one_byte_per_second_is_cut_at_the_request_deadline() {
 fn huge_bodies_are_refused_fast_without_memory_or_workers() {
     let mongo = Mongo::shared();
     let service = start(&mongo, &mongo.fresh_db("huge"), &[("WORKERS", "2")]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     let done = AtomicBool::new(false);
     let (refusals, during) = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..50)
@@ -330,7 +330,7 @@ fn overload_is_answered_and_recovers() {
         &db,
         &[("WORKERS", "4"), ("QUEUE_TIMEOUT_MS", "250")],
     );
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     let baseline = timed_requests(20, || http::get(&service.url("/data")).status);
 
     // Ten times more clients than workers, for 10 seconds: forty queue timeouts over.
@@ -480,7 +480,7 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
     }
     let db = mongo.fresh_db("faults");
     let service = start(&mongo, &db, &[("MONGO_TIMEOUT_MS", "1000")]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
 
     let (writes, (readiness, liveness)) = under_write_load(&service, 8, || {
         std::thread::sleep(Duration::from_secs(2));
@@ -489,7 +489,7 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
         let mut readiness = Vec::new();
         let mut liveness = Vec::new();
         while down.elapsed() < Duration::from_secs(10) {
-            readiness.push(http::get(&service.url("/readyz")).status);
+            readiness.push(http::get(&service.management_url("/readyz")).status);
             liveness.push(http::get(&service.url("/healthz")).status);
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -497,7 +497,7 @@ fn mongodb_outage_under_write_load_loses_nothing_acknowledged() {
         let mut attempt = 0;
         crate::support::wait_for("writes after the restart", Duration::from_secs(30), || {
             attempt += 1;
-            readiness.push(http::get(&service.url("/readyz")).status);
+            readiness.push(http::get(&service.management_url("/readyz")).status);
             let body = format!(r#"{{"key":"after-restart-{attempt}"}}"#);
             (http::post_json(&service.url("/data"), &body).status == 201).then_some(())
         });
@@ -540,15 +540,15 @@ fn readiness_waits_for_mongodb_once_and_then_keeps_the_pod_through_an_outage() {
     // Never reached with its credentials (a new pod, a MongoDB not up yet): not ready,
     // and stays so.
     for _ in 0..3 {
-        assert_eq!(http::get(&service.url("/readyz")).status, 503);
+        assert_eq!(http::get(&service.management_url("/readyz")).status, 503);
     }
     mongo.restart();
     crate::support::wait_for("readiness", Duration::from_secs(30), || {
-        (http::get(&service.url("/readyz")).status == 200).then_some(())
+        (http::get(&service.management_url("/readyz")).status == 200).then_some(())
     });
     // Reached once: ready through an outage, answering for itself.
     mongo.kill();
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     assert_eq!(http::get(&service.url("/")).status, 200);
     let listing = http::get(&service.url("/data"));
     assert_eq!(listing.status, 503);
@@ -574,7 +574,7 @@ fn step_down_under_write_load(mongo: &Mongo, timeout_ms: u64, seconds: i32) -> W
             ("MONGO_TIMEOUT_MS", &timeout_ms.to_string()),
         ],
     );
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     let (writes, ()) = under_write_load(&service, 8, || {
         std::thread::sleep(Duration::from_secs(1));
         mongo.step_down(seconds);
@@ -639,7 +639,7 @@ fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowl
     let db = mongo.fresh_db("hung");
     let timeout = Duration::from_millis(1000);
     let service = start(&mongo, &db, &[("MONGO_TIMEOUT_MS", "1000")]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     // The bound: MONGO_TIMEOUT_MS, plus a request that arrives as a write batch fails.
     let bound = timeout * 3 / 2;
 
@@ -719,7 +719,7 @@ fn restart_under_load(signal: Signal) {
     let mongo = Mongo::shared();
     let db = mongo.fresh_db("restart");
     let mut service = start(&mongo, &db, &[]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     let acknowledged: Mutex<Vec<String>> = Mutex::default();
     let cut_short = Mutex::new(0);
     let addr = service.addr;
@@ -912,7 +912,7 @@ fn running_out_of_file_descriptors_is_survived() {
     let mongo = Mongo::shared();
     let db = mongo.fresh_db("fds");
     let service = start_with_fd_limit(&mongo, &db, 64, &[]);
-    assert_eq!(http::get(&service.url("/readyz")).status, 200);
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
     let held = exhaust_descriptors(&service);
     let exhausted_with = held.len();
     std::thread::sleep(Duration::from_secs(2));
@@ -921,7 +921,7 @@ fn running_out_of_file_descriptors_is_survived() {
     crate::support::wait_for(
         "service after descriptors are freed",
         Duration::from_secs(10),
-        || (http::get(&service.url("/readyz")).status == 200).then_some(()),
+        || (http::get(&service.management_url("/readyz")).status == 200).then_some(()),
     );
     let recovered_in = started.elapsed();
     assert_eq!(

@@ -288,7 +288,16 @@ pub enum Method {
 
 impl Method {
     pub fn as_str(&self) -> &str {
-        match *self {
+        match self {
+            Method::NonStandard(s) => s.as_str(),
+            standard => standard.standard_name().unwrap_or_default(),
+        }
+    }
+
+    /// The name of a method RFC 9110 defines; `None` for any other, whose name is the
+    /// client's (a label built from it would let clients mint new ones).
+    pub fn standard_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
             Method::Post => "POST",
@@ -298,8 +307,8 @@ impl Method {
             Method::Options => "OPTIONS",
             Method::Trace => "TRACE",
             Method::Patch => "PATCH",
-            Method::NonStandard(ref s) => s.as_str(),
-        }
+            Method::NonStandard(_) => return None,
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use mio::net::TcpStream;
 
 use crate::common::HTTPVersion;
 use crate::framing::{ChunkedDecoder, Head};
-use crate::jobs::Queue;
+use crate::request::Queue;
 use crate::response::Stream;
 
 /// Where a connection is in its request-response cycle.

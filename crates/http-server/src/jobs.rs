@@ -15,20 +15,6 @@ use crate::mailbox::{Mailbox, Message, Token};
 use crate::request::Request;
 use crate::response::Stream;
 
-/// Which of the server's job queues a request waits in, with the turns of its streamed
-/// body (as nginx's named thread pools): each worker serves one queue, so the application
-/// can give one kind of work a fixed number of workers of its own, neither more (they may
-/// each hold much memory) nor fewer (the rest cannot take them). The application's route
-/// chooses with [`crate::Request::set_queue`]; `ServerOptions::queues` says how many there
-/// are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Queue(pub usize);
-
-impl Queue {
-    /// Where requests go unless the route says otherwise.
-    pub const FIRST: Queue = Queue(0);
-}
-
 /// A streamed body's next turn.
 pub(crate) struct Turn {
     pub(crate) rest: Box<dyn Stream>,

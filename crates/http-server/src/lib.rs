@@ -25,8 +25,8 @@ use mailbox::{Mailbox, Message};
 
 pub use budget::{Budget, Grant};
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use jobs::{NoRequest, Queue, Ready};
-pub use request::Request;
+pub use jobs::{NoRequest, Ready};
+pub use request::{Queue, Request};
 pub use response::{Body, Piece, Response, Stream};
 
 mod admission;

@@ -6,10 +6,23 @@ use std::time::Instant;
 use budget::Grant;
 
 use crate::framing::{BodyFraming, Head};
-use crate::jobs::Queue;
 use crate::mailbox::{Mailbox, Message, Token};
 use crate::response::Response;
 use crate::{HTTPVersion, Header, Method};
+
+/// Which of the server's job queues a request waits in, with the turns of its streamed
+/// body (as nginx's named thread pools): each worker serves one queue, so the application
+/// can give one kind of work a fixed number of workers of its own, neither more (they may
+/// each hold much memory) nor fewer (the rest cannot take them). The application's route
+/// chooses with [`crate::Request::set_queue`]; `ServerOptions::queues` says how many there
+/// are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queue(pub usize);
+
+impl Queue {
+    /// Where requests go unless the route says otherwise.
+    pub const FIRST: Queue = Queue(0);
+}
 
 /// Where a request's response goes: its connection's event loop, which writes it.
 pub(crate) struct Responder {
@@ -79,6 +92,15 @@ impl Request {
     #[inline]
     pub fn headers(&self) -> &[Header] {
         &self.head.headers
+    }
+
+    /// The values of every header named `name` (compared case-insensitively), in order.
+    pub fn header_values(&self, name: &'static str) -> impl Iterator<Item = &str> {
+        self.head
+            .headers
+            .iter()
+            .filter(move |h| h.field.equiv(name))
+            .map(|h| h.value.as_str())
     }
 
     #[inline]

@@ -46,6 +46,7 @@ pub fn login_settings(mongo: &Mongo, db: &str, user: &str, password: &str) -> Se
 /// The service running in this process on 127.0.0.1:0.
 pub struct App {
     pub addr: SocketAddr,
+    pub management: SocketAddr,
     shutdown: Shutdown,
     thread: Option<JoinHandle<Result<(), AppError>>>,
 }
@@ -61,6 +62,7 @@ impl App {
     pub fn start_with(settings: Settings) -> App {
         let listeners = Listeners::local().expect("bind");
         let addr = listeners.api.local_addr().expect("address");
+        let management = listeners.management.local_addr().expect("address");
         let shutdown = Shutdown::new();
         let thread = {
             let shutdown = shutdown.clone();
@@ -68,6 +70,7 @@ impl App {
         };
         App {
             addr,
+            management,
             shutdown,
             thread: Some(thread),
         }
@@ -75,6 +78,10 @@ impl App {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn management_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.management, path)
     }
 }
 

@@ -32,7 +32,7 @@ check that things which refer to each other agree, nor enum values. This does:
                  capabilities dropped, seccomp, no host namespaces, ports or paths)
   memory         the API's memory limit covers what the binary says its configuration needs:
                  REQUEST_MEMORY_MIB plus the process at rest, its connections
-                 (MAX_CONNECTIONS) and a margin (the README's formula)
+                 (MAX_CONNECTIONS) and a margin (docs/memory.md's formula)
   mongodb        a MongoDBCommunity resource (the replicaset overlay): an odd number of
                  members, at least 3; a pinned version; every user's passwordSecretRef
                  names a Secret and key that exist; mongod and the agent have requests

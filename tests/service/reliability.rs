@@ -1,7 +1,7 @@
 //! Reliability under pressure, against the real binary and a real MongoDB-speaking
 //! server: slow and idle clients, huge bodies, hostile JSON, overload, MongoDB going away
 //! under a write load, restarts under load, running out of file descriptors. Every loop is
-//! bounded in count and time; the figures printed (`--nocapture`) are the README's.
+//! bounded in count and time; the figures printed (`--nocapture`) are docs/reliability.md's.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Write};

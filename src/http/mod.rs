@@ -127,8 +127,8 @@ impl Route {
     }
 
     /// Readiness and metrics are the operator's, on the management port only: on the API
-    /// port they would be open to anyone who reaches the NodePort (a MongoDB ping per
-    /// request, the process's counters). Liveness is on both: it is answered on the event
+    /// port they would be open to anyone who reaches the NodePort (whether the pod has
+    /// reached MongoDB, the process's counters). Liveness is on both: it is answered on the event
     /// loop, touches nothing and says nothing, and a load balancer in front of the API
     /// port may health-check that port.
     fn served_on(self, port: Port) -> bool {
@@ -266,8 +266,10 @@ impl Handler {
         let (path, query) = split_target(rq.url());
         let route = Route::on(port, path);
         let work = match self.plan(&rq, route) {
-            Plan::Now(result) => {
+            Plan::Now(now) => {
+                // Counted in flight while it is answered (a scrape sees itself).
                 let exchange = self.exchange(&rq, port, route);
+                let result = self.reply_now(now, &rq);
                 exchange.finish(rq, result);
                 return None;
             }
@@ -288,7 +290,10 @@ impl Handler {
         let route = Route::on(port, path);
         let exchange = self.exchange(&rq, port, route);
         let work = match self.plan(&rq, route) {
-            Plan::Now(result) => return exchange.finish(rq, result),
+            Plan::Now(now) => {
+                let result = self.reply_now(now, &rq);
+                return exchange.finish(rq, result);
+            }
             Plan::Work(work) => work,
         };
         if exchange.waited > self.limits.queue_timeout {
@@ -305,22 +310,33 @@ impl Handler {
     /// How `route` answers `rq`: at once, or by a worker with MongoDB.
     fn plan(&self, rq: &Request, route: Route) -> Plan {
         if route == Route::Unknown {
-            return Plan::Now(Err(ApiError::NotFound));
+            return Plan::Now(Now::Refuse(ApiError::NotFound));
         }
         if !route.allows(rq.method()) {
-            return Plan::Now(Err(ApiError::MethodNotAllowed {
+            return Plan::Now(Now::Refuse(ApiError::MethodNotAllowed {
                 allow: route.allow(),
             }));
         }
         match route {
-            Route::Root => Plan::Now(Ok(welcome())),
-            Route::Healthz => Plan::Now(Ok(self.live())),
-            Route::Metrics => Plan::Now(Ok(self.scrape())),
-            Route::OpenApi => Plan::Now(Ok(openapi(rq))),
-            Route::Unknown => Plan::Now(Err(ApiError::NotFound)),
+            Route::Root => Plan::Now(Now::Welcome),
+            Route::Healthz => Plan::Now(Now::Live),
+            Route::Metrics => Plan::Now(Now::Scrape),
+            Route::OpenApi => Plan::Now(Now::OpenApi),
+            Route::Unknown => Plan::Now(Now::Refuse(ApiError::NotFound)),
             Route::Data if *rq.method() == Method::Post => Plan::Work(Work::Insert),
             Route::Data => Plan::Work(Work::List),
             Route::Readyz => Plan::Work(Work::Ready),
+        }
+    }
+
+    /// The answer to what needs no MongoDB.
+    fn reply_now(&self, now: Now, rq: &Request) -> Result<Reply, ApiError> {
+        match now {
+            Now::Welcome => Ok(welcome()),
+            Now::Live => Ok(self.live()),
+            Now::Scrape => Ok(self.scrape()),
+            Now::OpenApi => Ok(openapi(rq)),
+            Now::Refuse(error) => Err(error),
         }
     }
 
@@ -345,9 +361,18 @@ impl Handler {
 /// How a request is answered.
 enum Plan {
     /// On the event loop, now: it needs no MongoDB.
-    Now(Result<Reply, ApiError>),
+    Now(Now),
     /// By a worker, with its MongoDB session.
     Work(Work),
+}
+
+/// What is answered at once.
+enum Now {
+    Welcome,
+    Live,
+    Scrape,
+    OpenApi,
+    Refuse(ApiError),
 }
 
 /// What a worker does for a request.

@@ -520,7 +520,10 @@ test: deps
     # The memory and capacity tests measure the product: the static release binary. One test
     # at a time: tests bound latencies (a probe within 100 ms, a write within MongoDB's
     # deadline) and measure memory, and on two cores a neighbour's load would decide them.
-    MONGO_API_RELEASE_BIN="$PWD/target/{{musl_target}}/release/mongo-api" cargo test --workspace -- --test-threads 1
+    # The memory tests write what they measured to target/memory-results: copied to
+    # docs/results/memory, `bench tables` shows it in docs/memory.md.
+    MONGO_API_RELEASE_BIN="$PWD/target/{{musl_target}}/release/mongo-api" MEMORY_RESULTS="$PWD/target/memory-results" \
+        cargo test --workspace -- --test-threads 1
     # Again through replica-set URIs (the stand-in is a one-member set), as on the operator's
     # set: the API, and what the driver does differently for a set (outages, a database that
     # stops answering, a step-down). The rest never reaches MongoDB's topology.

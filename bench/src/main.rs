@@ -10,6 +10,7 @@ mod plot;
 mod procs;
 mod report;
 mod suite;
+mod tables;
 mod targets;
 
 use std::time::Duration;
@@ -37,6 +38,12 @@ enum Command {
         json: std::path::PathBuf,
         #[arg(long, default_value = "bench/results/bench.svg")]
         svg: std::path::PathBuf,
+    },
+    /// Put the committed results into the documents that show them (docs/performance.md)
+    Tables {
+        /// Only say whether a document differs from its results (exit status 1 if so)
+        #[arg(long)]
+        check: bool,
     },
     /// Serve a constant GET / with stock tiny_http (the floor for GET /)
     FloorHttp {
@@ -104,6 +111,7 @@ fn main() {
         Command::Run(args) => run(&args),
         Command::Suite(args) => suite::run(&args),
         Command::Plot { json, svg } => suite::replot(&json, &svg),
+        Command::Tables { check } => tables::write(std::path::Path::new("."), check),
         Command::FloorHttp { port, threads } => floor::serve(port, threads),
         Command::CreateUser(args) => admin::create_user(&args),
         Command::HpaDemo(args) => hpa::run(&args),

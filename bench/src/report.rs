@@ -1,5 +1,7 @@
 //! Printing results for people.
 
+use num_format::{Locale, ToFormattedString};
+
 use crate::load::{Report, Scenario};
 
 pub fn scenario_name(scenario: Scenario) -> &'static str {
@@ -13,15 +15,7 @@ pub fn scenario_name(scenario: Scenario) -> &'static str {
 
 /// Groups digits: 1234567 -> "1,234,567".
 pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    n.to_formatted_string(&Locale::en)
 }
 
 pub fn print(report: &Report) {

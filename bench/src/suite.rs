@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::load::{self, Scenario, Spec};
 use crate::plot;
 use crate::procs::{free_port, wait_for_200, wait_for_port, Proc};
-use crate::report::thousands;
+use crate::tables::performance::{self, Footprint, Results, Row, Settings, Wrk};
 use crate::targets::{preload, Driver, Http};
 
 #[derive(clap::Args)]
@@ -68,51 +66,6 @@ struct Server {
     name: String,
     url: String,
     process: Proc,
-}
-
-/// One wrk run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Wrk {
-    pub requests_per_second: f64,
-    pub requests: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Non-2xx answers, and socket errors (connect, read, write, timeout).
-    pub errors: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Row {
-    scenario: String,
-    service: Wrk,
-    axum: Wrk,
-    floor: Option<(String, f64)>,
-    flask: Wrk,
-    gunicorn: Vec<(usize, Wrk)>,
-    /// CPU time per request, over every round, in microseconds.
-    service_cpu_us: f64,
-    axum_cpu_us: f64,
-    /// Context switches per request (every thread of the process), over every round.
-    service_switches: f64,
-    axum_switches: f64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Footprint {
-    service_idle_rss_mib: f64,
-    service_peak_rss_mib: f64,
-    axum_peak_rss_mib: f64,
-    start_to_ready_ms: f64,
-    image_bytes: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Results {
-    machine: String,
-    rows: Vec<Row>,
-    mixed: Vec<(String, f64, u64)>,
-    load_generator_ceiling: (f64, f64),
-    footprint: Footprint,
 }
 
 const DB: &str = "bench";
@@ -188,17 +141,27 @@ pub fn run(args: &SuiteArgs) -> Result<(), String> {
     let theirs = wrk(&format!("{}/", floor.url), args, None)?;
     let results = Results {
         machine: machine(),
+        settings: Settings {
+            connections: args.connections,
+            duration_s: args.duration,
+            rounds: args.rounds,
+            mixed_requests: args.mixed_requests,
+        },
         rows,
         mixed,
         load_generator_ceiling: (ours.requests_per_second, theirs.requests_per_second),
         footprint: footprint(args, &servers),
     };
-    print_tables(&results, args);
+    println!("\n{}", performance::render(&results));
     std::fs::write(&args.svg, plot(&results)?)
         .map_err(|e| format!("{}: {e}", args.svg.display()))?;
     let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&args.json, json).map_err(|e| format!("{}: {e}", args.json.display()))?;
-    eprintln!("wrote {} and {}", args.json.display(), args.svg.display());
+    eprintln!(
+        "wrote {} and {}; to publish them, copy both to bench/results/ and run `bench tables`",
+        args.json.display(),
+        args.svg.display()
+    );
     Ok(())
 }
 
@@ -607,101 +570,9 @@ fn median(mut runs: Vec<Wrk>) -> Wrk {
     runs.swap_remove(middle)
 }
 
-fn print_tables(results: &Results, args: &SuiteArgs) {
-    println!();
-    println!(
-        "wrk -t2 -c{} -d{}s, {} rounds alternating (medians), one machine ({}), SecantusDB with --auth --sync-on-commit",
-        args.connections, args.duration, args.rounds, results.machine
-    );
-    println!();
-    let gunicorn_heads: String = args
-        .gunicorn_workers
-        .iter()
-        .map(|w| format!(" gunicorn -w{w} |"))
-        .collect();
-    let gunicorn_rule: String = args.gunicorn_workers.iter().map(|_| "---:|").collect();
-    println!("| Scenario | mongo-api req/s | axum peer req/s | × axum | p99 ms (ours / axum) | floor req/s | flask run |{gunicorn_heads} × best Flask | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|{gunicorn_rule}---:|---:|");
-    for row in &results.rows {
-        let best_flask = row
-            .gunicorn
-            .iter()
-            .map(|(_, r)| r.requests_per_second)
-            .fold(row.flask.requests_per_second, f64::max);
-        let gunicorn_cells: String = row
-            .gunicorn
-            .iter()
-            .map(|(_, r)| format!(" {} |", thousands(r.requests_per_second as u64)))
-            .collect();
-        let errors = row.service.errors
-            + row.axum.errors
-            + row.flask.errors
-            + row.gunicorn.iter().map(|(_, r)| r.errors).sum::<u64>();
-        println!(
-            "| {} | {} | {} | {:.2} | {:.1} / {:.1} | {} | {} |{gunicorn_cells} {:.1} | {errors} |",
-            row.scenario,
-            thousands(row.service.requests_per_second as u64),
-            thousands(row.axum.requests_per_second as u64),
-            row.service.requests_per_second / row.axum.requests_per_second.max(1e-9),
-            row.service.p99_ms,
-            row.axum.p99_ms,
-            row.floor
-                .as_ref()
-                .map_or("–".into(), |(what, rate)| format!(
-                    "{} ({what})",
-                    thousands(*rate as u64)
-                )),
-            thousands(row.flask.requests_per_second as u64),
-            row.service.requests_per_second / best_flask.max(1e-9),
-        );
-    }
-    println!();
-    println!("| | mongo-api | axum peer |");
-    println!("|---|---:|---:|");
-    for row in &results.rows {
-        println!(
-            "| CPU per request, {} | {:.1} µs | {:.1} µs |",
-            row.scenario, row.service_cpu_us, row.axum_cpu_us
-        );
-    }
-    for row in &results.rows {
-        println!(
-            "| Context switches per request, {} | {:.2} | {:.2} |",
-            row.scenario, row.service_switches, row.axum_switches
-        );
-    }
-    let f = &results.footprint;
-    println!(
-        "| Peak RSS, whole suite | {:.1} MiB | {:.1} MiB |",
-        f.service_peak_rss_mib, f.axum_peak_rss_mib
-    );
-    println!(
-        "| RSS idle (1 s after ready) | {:.1} MiB | |",
-        f.service_idle_rss_mib
-    );
-    println!(
-        "| Start to `/readyz` = 200 | {:.0} ms | |",
-        f.start_to_ready_ms
-    );
-    if let Some(bytes) = f.image_bytes {
-        println!("| Image size | {:.2} MB | |", bytes as f64 / 1_000_000.0);
-    }
-    println!();
-    for (name, rate, errors) in &results.mixed {
-        println!("GET /data + 10 % POST ({} requests from 100 documents, bench run): {name} {rate:.0} req/s, {errors} errors", args.mixed_requests);
-    }
-    let (ours, theirs) = results.load_generator_ceiling;
-    println!(
-        "bench run's own ceiling: {ours:.0} req/s against the trivial server, where wrk makes {theirs:.0} ({:.0} %)",
-        ours / theirs.max(1e-9) * 100.0
-    );
-}
-
 /// Draws the chart of a suite's results again, from its JSON.
 pub fn replot(json: &Path, svg: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
-    let results: Results =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    let results = Results::read(json)?;
     std::fs::write(svg, plot(&results)?).map_err(|e| format!("{}: {e}", svg.display()))
 }
 
@@ -714,11 +585,7 @@ fn plot(results: &Results) -> Result<String, String> {
             name: row.scenario.clone(),
             service_rps: row.service.requests_per_second,
             axum_rps: row.axum.requests_per_second,
-            flask_rps: row
-                .gunicorn
-                .iter()
-                .map(|(_, r)| r.requests_per_second)
-                .fold(row.flask.requests_per_second, f64::max),
+            flask_rps: row.best_flask(),
             service_switches: row.service_switches,
             axum_switches: row.axum_switches,
         })

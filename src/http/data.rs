@@ -89,11 +89,9 @@ impl Handler {
     pub(super) fn list_documents(
         &self,
         session: &Session,
-        query: &str,
+        params: paging::Params,
         head: bool,
     ) -> Result<Reply, ApiError> {
-        let params = paging::Params::parse(query, self.limits.page_limit_max)
-            .map_err(ApiError::BadRequest)?;
         match params.limit {
             None if head => Ok(Reply::new(
                 200,
@@ -109,12 +107,6 @@ impl Handler {
             None => self.listing(session, params.after),
             Some(limit) => self.page(session, params.after, limit),
         }
-    }
-
-    /// Whether a `GET /data` with this query lists the whole collection (no `limit`),
-    /// which the listing workers take. A query that does not parse is answered 400 by any.
-    pub(super) fn is_listing(&self, query: &str) -> bool {
-        paging::Params::parse(query, self.limits.page_limit_max).is_ok_and(|p| p.limit.is_none())
     }
 
     /// The whole collection. The first piece is made here, before the status is sent, so

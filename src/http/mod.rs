@@ -12,6 +12,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use budget::Budget;
+use codec::paging;
 use mongodb::bson::oid::ObjectId;
 use tiny_http::{Method, Queue, Request};
 
@@ -265,50 +266,53 @@ impl Handler {
     pub fn triage(&self, mut rq: Request, port: Port) -> Option<Request> {
         let (path, query) = split_target(rq.url());
         let route = Route::on(port, path);
-        let work = match self.plan(&rq, route) {
+        match self.plan(&rq, route, query) {
             Plan::Now(now) => {
                 // Counted in flight while it is answered (a scrape sees itself).
                 let exchange = self.exchange(&rq, port, route);
                 let result = self.reply_now(now, &rq);
                 exchange.finish(rq, result);
-                return None;
+                None
             }
-            Plan::Work(work) => work,
-        };
-        if work == Work::List && self.is_listing(query) {
-            rq.set_queue(LISTINGS);
+            Plan::Work(work) => {
+                if work.is_whole_listing() {
+                    rq.set_queue(LISTINGS);
+                }
+                rq.extensions_mut().insert(Planned { route, work });
+                Some(rq)
+            }
         }
-        Some(rq)
     }
 
     /// Answers a request [`Handler::triage`] queued, on a worker with its MongoDB
     /// session; counts and logs it, and never panics on any input. A `POST` may be
     /// answered later, by the worker that writes it (see [`Store::insert`]).
-    pub fn answer(&self, rq: Request, port: Port, session: &Session) {
-        let (path, query) = split_target(rq.url());
-        let query = query.to_owned();
-        let route = Route::on(port, path);
+    pub fn answer(&self, mut rq: Request, port: Port, session: &Session) {
+        let planned = rq.extensions_mut().remove::<Planned>();
+        let route = planned.as_ref().map_or(Route::Unknown, |p| p.route);
         let exchange = self.exchange(&rq, port, route);
-        let work = match self.plan(&rq, route) {
-            Plan::Now(now) => {
-                let result = self.reply_now(now, &rq);
-                return exchange.finish(rq, result);
-            }
-            Plan::Work(work) => work,
+        let Some(Planned { work, .. }) = planned else {
+            tracing::error!(
+                path = exchange.path,
+                "a request reached a worker without its plan"
+            );
+            return exchange.finish(rq, Err(ApiError::Internal));
         };
         if exchange.waited > self.limits.queue_timeout {
             return exchange.finish(rq, Err(ApiError::Overloaded));
         }
         let result = match work {
             Work::Insert => return self.insert_document(session, rq, exchange),
-            Work::List => self.list_documents(session, &query, *rq.method() == Method::Head),
+            Work::List(params) => {
+                self.list_documents(session, params, *rq.method() == Method::Head)
+            }
             Work::Ready => self.ready(session),
         };
         exchange.finish(rq, result);
     }
 
     /// How `route` answers `rq`: at once, or by a worker with MongoDB.
-    fn plan(&self, rq: &Request, route: Route) -> Plan {
+    fn plan(&self, rq: &Request, route: Route, query: &str) -> Plan {
         if route == Route::Unknown {
             return Plan::Now(Now::Refuse(ApiError::NotFound));
         }
@@ -324,7 +328,10 @@ impl Handler {
             Route::OpenApi => Plan::Now(Now::OpenApi),
             Route::Unknown => Plan::Now(Now::Refuse(ApiError::NotFound)),
             Route::Data if *rq.method() == Method::Post => Plan::Work(Work::Insert),
-            Route::Data => Plan::Work(Work::List),
+            Route::Data => match paging::Params::parse(query, self.limits.page_limit_max) {
+                Ok(params) => Plan::Work(Work::List(params)),
+                Err(e) => Plan::Now(Now::Refuse(ApiError::BadRequest(e))),
+            },
             Route::Readyz => Plan::Work(Work::Ready),
         }
     }
@@ -376,11 +383,26 @@ enum Now {
 }
 
 /// What a worker does for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Work {
     Insert,
-    List,
+    /// `GET /data`, its query parsed.
+    List(paging::Params),
     Ready,
+}
+
+impl Work {
+    /// Whole-collection listings have workers of their own ([`LISTINGS`]).
+    fn is_whole_listing(&self) -> bool {
+        matches!(self, Work::List(params) if params.limit.is_none())
+    }
+}
+
+/// What [`Handler::triage`] decided, carried with the request to the worker.
+#[derive(Debug, Clone)]
+struct Planned {
+    route: Route,
+    work: Work,
 }
 
 /// A request being answered: what its response, its metrics and its log line need,

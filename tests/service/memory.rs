@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::support::http::{self, raw_status};
 use crate::support::mongo::Mongo;
 use crate::support::pod::{self, Pod};
+use crate::support::results;
 use crate::support::service::mongo_env;
 use mongodb::bson::{doc, Document};
 
@@ -84,11 +85,25 @@ fn as_many_array_bodies_as_workers_stay_inside_the_limit() {
         statuses.len() - stored
     );
     let url = service.url("/data");
-    pod.assert_within_limit("array bodies");
+    let report = pod.assert_within_limit("array bodies");
     // The memory came back: one more is stored at once.
     assert_eq!(
         http::post(&url, Some("application/json"), &body).status,
         201
+    );
+    results::attack(
+        "array-bodies",
+        3,
+        &format!(
+            "{} concurrent `POST /data` (as many as `WORKERS`), each a body just under 1 MiB of one array of {} zeros (about six times that as BSON)",
+            statuses.len(),
+            results::thousands((body.len() - 16) / 2)
+        ),
+        &report,
+        &format!(
+            "{stored} stored (`201`), {} `503` with `Retry-After`; the next one stored at once",
+            statuses.len() - stored
+        ),
     );
 }
 
@@ -133,11 +148,8 @@ fn stalled_almost_complete_uploads_stay_inside_the_limit() {
     // Probes answer meanwhile.
     let probe = Instant::now();
     assert_eq!(http::get(&service.management_url("/healthz")).status, 200);
-    assert!(
-        probe.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        probe.elapsed()
-    );
+    let probe = probe.elapsed();
+    assert!(probe < Duration::from_millis(100), "{probe:?}");
     let peak = pod.assert_within_limit("stalled uploads");
     // Each stalled upload ends with 503 (no memory for its body, not read) or 408 (read,
     // but not finished in time).
@@ -163,6 +175,25 @@ fn stalled_almost_complete_uploads_stay_inside_the_limit() {
         http::post(&url, Some("application/json"), &body).status,
         201
     );
+    let answered = |status: u16| -> usize {
+        answers
+            .iter()
+            .filter(|((s, _), _)| *s == Some(status))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    results::attack(
+        "stalled-uploads",
+        4,
+        &format!("{STALLED_UPLOADS} connections each sending all but the last 300 bytes of such a body, then stalling"),
+        &peak,
+        &format!(
+            "{} bodies read (the budget's worth), then `408` at the request deadline; {} `503` unread; `/healthz` answered in {:.1} ms meanwhile; a write stored right after",
+            answered(408),
+            answered(503),
+            probe.as_secs_f64() * 1000.0
+        ),
+    );
 }
 
 #[test]
@@ -183,7 +214,7 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
         let handles: Vec<_> = (0..16).map(|_| scope.spawn(move || list(addr))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    pod.assert_within_limit("listings of 4 MiB documents");
+    let report = pod.assert_within_limit("listings of 4 MiB documents");
     let complete = outcomes.iter().filter(|o| **o == (200, 12)).count();
     let refused = outcomes.iter().filter(|o| o.0 == 503).count();
     eprintln!("16 clients listing 48 MiB each: {complete} complete, {refused} answered 503");
@@ -201,6 +232,13 @@ fn many_clients_listing_documents_of_several_mib_stay_inside_the_limit() {
         "some were cut: {outcomes:?}\n{warnings:#?}"
     );
     assert_eq!(list(addr), (200, 12), "served again afterwards");
+    results::attack(
+        "listings-of-large-documents",
+        5,
+        "16 clients listing 12 documents of 4 MiB each (written by another MongoDB client) at once",
+        &report,
+        &format!("{complete} listings complete, the other {refused} `503` with `Retry-After` before any byte of a body; none cut; a listing complete right after"),
+    );
 }
 
 #[test]
@@ -231,6 +269,16 @@ fn a_collection_larger_than_the_budget_is_listed_in_bounded_memory() {
     assert!(
         report.peak() < 40 * 1024 * 1024,
         "{report} for a {bytes}-byte listing"
+    );
+    results::attack(
+        "listing-larger-than-the-budget",
+        6,
+        &format!(
+            "One client listing 100,000 documents ({} MB of JSON, more than the budget)",
+            bytes / 1_000_000
+        ),
+        &report,
+        "the whole listing, streamed (asserted under 40 MiB, less than its JSON or its BSON)",
     );
 }
 
@@ -341,6 +389,37 @@ fn ten_thousand_idle_keep_alive_connections_fit_in_the_pod_and_are_all_answered(
         "{per_connection} bytes per idle connection: more than the memory formula counts"
     );
     drop(clients);
+    results::figures(
+        "idle-connection-cost",
+        1,
+        &[
+            (
+                "At rest (the process with its threads and MongoDB clients, connected)",
+                format!("{:.1} MiB", results::mib(base)),
+            ),
+            (
+                "Per idle keep-alive connection (10,000, each having had one `GET /` answered)",
+                format!(
+                    "{:.1} KiB (cgroup {:.1} → {:.1} MiB; `VmHWM` {:.1} MiB: the rest is the kernel's)",
+                    per_connection as f64 / 1024.0,
+                    results::mib(base),
+                    results::mib(now),
+                    results::mib(held.vm_hwm)
+                ),
+            ),
+        ],
+    );
+    results::attack(
+        "idle-connections",
+        1,
+        "10,000 idle keep-alive connections, then each asked again",
+        &report,
+        &format!(
+            "all {} answered twice; a newcomer served in {:.1} ms meanwhile",
+            results::thousands(answered),
+            newcomer.as_secs_f64() * 1000.0
+        ),
+    );
 }
 
 /// Whether the server has already answered `stream` with `status` (without waiting).
@@ -420,5 +499,33 @@ fn connections_holding_partial_heads_cost_their_bytes_from_the_budget_and_stay_i
     assert!(
         per_connection <= HEAD as u64 + mongo_api::settings::MEMORY_PER_CONNECTION,
         "{per_connection} bytes per connection holding {HEAD} bytes of a head"
+    );
+    results::figures(
+        "partial-head-cost",
+        2,
+        &[(
+            "Per connection holding 4 KiB of a head (1,000 connections)",
+            format!(
+                "{:.1} KiB: its bytes, charged to the budget, and what an idle connection costs",
+                per_connection as f64 / 1024.0
+            ),
+        )],
+    );
+    let slots = max_connections();
+    results::attack(
+        "partial-heads",
+        2,
+        &format!(
+            "{} connections (every slot) each sending 7 KiB of a head ({} MiB of heads against the {} MiB budget) and nothing more",
+            results::thousands(slots),
+            slots * 7 / 1024,
+            pod::deployment().number("REQUEST_MEMORY_MIB", 48)
+        ),
+        &report,
+        &format!(
+            "the heads the budget cannot hold refused `503` ({} of them); `/healthz` answered in {:.1} ms meanwhile; `GET /` served right after",
+            results::thousands(refused),
+            probe.as_secs_f64() * 1000.0
+        ),
     );
 }

@@ -712,6 +712,40 @@ fn a_mongodb_that_stops_answering_gets_bounded_answers_and_loses_nothing_acknowl
     );
 }
 
+/// A malformed `GET /data` query needs no MongoDB: it is refused on the event loop, at
+/// once, while the only worker waits on a MongoDB that has stopped answering.
+#[test]
+fn a_malformed_listing_query_is_refused_without_waiting_for_a_worker() {
+    let mongo = Mongo::start();
+    if skip_unless_managed(
+        &mongo,
+        "a_malformed_listing_query_is_refused_without_waiting_for_a_worker",
+    ) {
+        return;
+    }
+    let db = mongo.fresh_db("malformed");
+    let service = start(
+        &mongo,
+        &db,
+        &[("MONGO_TIMEOUT_MS", "2000"), ("WORKERS", "1")],
+    );
+    assert_eq!(http::get(&service.management_url("/readyz")).status, 200);
+    mongo.signal(Signal::SIGSTOP);
+    let page = service.url("/data?limit=1");
+    let busy = std::thread::spawn(move || http::get(&page).status);
+    // The worker takes the page and waits for MongoDB.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let reply = http::get(&service.url("/data?limit=ten"));
+    let took = started.elapsed();
+    mongo.signal(Signal::SIGCONT);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.error().contains("limit"), "{}", reply.body);
+    assert!(took < Duration::from_millis(500), "refused after {took:?}");
+    let page = busy.join().unwrap();
+    assert!(page == 200 || page == 503, "the page: {page}");
+}
+
 /// Keeps `clients` connections busy with POSTs, signals, and checks that every request
 /// the server took in was answered: the documents stored are exactly the ones
 /// acknowledged.

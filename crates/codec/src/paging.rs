@@ -49,7 +49,7 @@ pub fn decode(cursor: &str) -> Option<Bson> {
 }
 
 /// The query string of `GET /data`: `limit` and `after`, each at most once, nothing else.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Params {
     /// Page size, lowered to the configured maximum; `None`: the whole collection.
     pub limit: Option<u32>,

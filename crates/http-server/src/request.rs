@@ -57,6 +57,7 @@ pub struct Request {
     remote_addr: Option<SocketAddr>,
     received_at: Instant,
     queue: Queue,
+    extensions: http::Extensions,
     // `None` once answered.
     responder: Option<Responder>,
 }
@@ -74,6 +75,7 @@ impl Request {
             remote_addr,
             received_at: Instant::now(),
             queue: Queue::FIRST,
+            extensions: http::Extensions::new(),
             responder: Some(responder),
         }
     }
@@ -162,6 +164,19 @@ impl Request {
     #[inline]
     pub fn set_queue(&mut self, queue: Queue) {
         self.queue = queue;
+    }
+
+    /// What the application attached to the request for whichever thread answers it (as
+    /// hyper's requests carry `http::Extensions`): what the event loop decided, read by
+    /// the worker. Empty, and not allocated, until something is inserted.
+    #[inline]
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    #[inline]
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
     }
 
     /// Hands the response to the connection's event loop, which writes it.

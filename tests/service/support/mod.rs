@@ -7,6 +7,7 @@ pub mod http;
 pub mod mongo;
 pub mod pod;
 pub mod release;
+pub mod results;
 pub mod service;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

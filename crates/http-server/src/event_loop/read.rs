@@ -261,26 +261,28 @@ impl EventLoop {
         }
     }
 
+    /// Hands a whole body, and the memory it holds, to its request.
+    fn complete_body(
+        &mut self,
+        slot: usize,
+        head: Head,
+        bytes: Vec<u8>,
+        memory: Option<Grant>,
+    ) -> Step {
+        let body = request::Body {
+            bytes,
+            memory,
+            exceeds_limit: false,
+        };
+        self.complete(slot, head, body)
+    }
+
     /// After body bytes arrived: complete, or ask for the next step of memory, or read on.
     pub(super) fn body_progress(&mut self, slot: usize, body: BodyRead) -> Step {
         let max = self.shared.options.max_body_bytes as u64;
         match &body.framing {
             BodyFraming::Length { remaining: 0, .. } => {
-                let BodyRead {
-                    head,
-                    bytes,
-                    memory,
-                    ..
-                } = body;
-                self.complete(
-                    slot,
-                    head,
-                    request::Body {
-                        bytes,
-                        memory,
-                        exceeds_limit: false,
-                    },
-                )
+                self.complete_body(slot, body.head, body.bytes, body.memory)
             }
             BodyFraming::Chunked(decoder) if decoder.is_done() => {
                 let BodyRead {
@@ -292,15 +294,7 @@ impl EventLoop {
                 if let Some(grant) = memory.as_mut() {
                     grant.shrink_to(bytes.len() as u64);
                 }
-                self.complete(
-                    slot,
-                    head,
-                    request::Body {
-                        bytes,
-                        memory,
-                        exceeds_limit: false,
-                    },
-                )
+                self.complete_body(slot, head, bytes, memory)
             }
             BodyFraming::Chunked(_) if body.bytes.len() as u64 > max => {
                 self.connections[slot].unread_input = true;

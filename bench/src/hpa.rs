@@ -22,8 +22,8 @@ pub struct HpaArgs {
     /// Documents to load through the API first, so each GET /data costs what it would
     #[arg(long, default_value_t = 100)]
     documents: u64,
-    /// CPU milliseconds one GET /data of those documents costs the service (0.253, measured
-    /// by `just bench`: bench/results/bench.json); the load is sized from it
+    /// CPU milliseconds one GET /data of those documents costs the service (`just bench`
+    /// measured 0.162 to 0.253 on the same machine type); the load is sized from it
     #[arg(long, default_value_t = 0.25)]
     cpu_ms_per_request: f64,
     /// How many times the HPA's target the load asks of the minimum replicas

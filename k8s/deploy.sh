@@ -370,14 +370,8 @@ roll_out() {
         echo "waiting for the replica set (three members, one after another: minutes)"
         kubectl -n "$NAMESPACE" wait mongodbcommunity/mongo --for=jsonpath='{.status.phase}'=Running --timeout=900s
     else
-        # MongoDB first, the API once MongoDB's pod is Ready. The API's pods look `mongo`
-        # up as they start; asked before the headless Service has a ready address, CoreDNS
-        # answers NXDOMAIN and caches that for 30 s (kubeadm's and Minikube's Corefile:
-        # `ttl 30`, `cache 30`), each replica on its own: an API pod whose ping went through
-        # one replica was Ready, and answered 503 while the other still denied the name.
-        kubectl apply -k "$staging" --selector 'app.kubernetes.io/name!=mongo-api'
-        kubectl -n "$NAMESPACE" rollout status statefulset/mongo --timeout=300s
         kubectl apply -k "$staging"
+        kubectl -n "$NAMESPACE" rollout status statefulset/mongo --timeout=300s
     fi
     kubectl annotate namespace "$NAMESPACE" "$OVERLAY_ANNOTATION=$overlay" --overwrite >/dev/null
     kubectl -n "$NAMESPACE" rollout status deployment/mongo-api --timeout=180s

@@ -25,6 +25,10 @@ check that things which refer to each other agree, nor enum values. This does:
   enums          Service type, protocols, pull policies, strategy, HPA metric and target
                  types, policy types, access modes, seccomp profiles
   ports          Service target ports exist on the selected pods; nodePorts in range
+  services       a StatefulSet's serviceName is a headless Service (the pods' stable names);
+                 the MongoDB host the API is given, when it is a Service, is not headless:
+                 a headless name exists only while its pod is ready, and a "no such name"
+                 told meanwhile stays in CoreDNS's cache for 30 s after MongoDB is back
   shutdown       the API's termination grace period covers its preStop pause plus the
                  server's own drain (SHUTDOWN_GRACE_SECS)
   security       every pod in a namespace labelled pod-security.kubernetes.io/enforce:
@@ -166,6 +170,7 @@ class Checker:
         self.check_resources()
         self.check_enums()
         self.check_ports()
+        self.check_services()
         self.check_shutdown()
         self.check_memory()
         self.check_pod_security()
@@ -529,6 +534,19 @@ class Checker:
                 extra = roles - {("readWrite", database)}
                 if extra:
                     self.problem("mongodb", f"{where}, which has more than readWrite on {database!r}: {sorted(extra)}")
+
+    def check_services(self):
+        for w in self.objects("StatefulSet"):
+            name = w.get("spec", {}).get("serviceName")
+            governing = self.find("Service", name, self.namespace(w))
+            if governing is None or governing.get("spec", {}).get("clusterIP") != "None":
+                self.problem("services", f"{self.name(w)} serviceName {name!r} is not a headless Service")
+        for w in self.objects("Deployment"):
+            for c in self.containers(w["spec"]["template"]["spec"]):
+                host = self.environment(w, c).get("MONGO_HOST")
+                service = host and self.find("Service", host, self.namespace(w))
+                if service and service.get("spec", {}).get("clusterIP") == "None":
+                    self.problem("services", f"{self.name(w)} connects to MongoDB by the headless Service {host!r}")
 
     def environment(self, workload, container):
         """A container's plain environment: its ConfigMaps' data, then its own values."""

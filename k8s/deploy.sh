@@ -370,11 +370,23 @@ roll_out() {
         echo "waiting for the replica set (three members, one after another: minutes)"
         kubectl -n "$NAMESPACE" wait mongodbcommunity/mongo --for=jsonpath='{.status.phase}'=Running --timeout=900s
     else
+        migrate_headless_mongo
         kubectl apply -k "$staging"
         kubectl -n "$NAMESPACE" rollout status statefulset/mongo --timeout=300s
     fi
     kubectl annotate namespace "$NAMESPACE" "$OVERLAY_ANNOTATION=$overlay" --overwrite >/dev/null
     kubectl -n "$NAMESPACE" rollout status deployment/mongo-api --timeout=180s
+}
+
+# A deployment made while `mongo` was the StatefulSet's headless Service: a Service's
+# clusterIP and a StatefulSet's serviceName cannot be changed, so both are made anew.
+# MongoDB restarts once, on the same claim.
+migrate_headless_mongo() {
+    [ "$(kubectl -n "$NAMESPACE" get service mongo -o jsonpath='{.spec.clusterIP}' 2>/dev/null)" = None ] || return 0
+    echo "deploy: MongoDB's Service becomes a ClusterIP one: MongoDB restarts once, its data stays"
+    kubectl -n "$NAMESPACE" delete statefulset mongo --wait
+    kubectl -n "$NAMESPACE" wait --for=delete pod/mongo-0 --timeout=120s
+    kubectl -n "$NAMESPACE" delete service mongo
 }
 
 # The overlay deployed now, if any: as recorded on the namespace, else (a deployment made
@@ -416,7 +428,11 @@ operator() {
 }
 
 undeploy() {
-    # The operator goes first, after the resource it reconciles, so nothing recreates
+    # The API's pods go first, while MongoDB and its Service are still there: a pod that
+    # looked `mongo` up after the Service went would leave "no such name" in cluster DNS's
+    # cache, for a deploy within the next 30 s to meet.
+    kubectl -n "$NAMESPACE" delete deployment mongo-api --ignore-not-found --cascade=foreground --wait
+    # The operator goes next, after the resource it reconciles, so nothing recreates
     # what the namespace's deletion removes.
     if kubectl get crd mongodbcommunity.mongodbcommunity.mongodb.com >/dev/null 2>&1; then
         kubectl -n "$NAMESPACE" delete mongodbcommunity --all --ignore-not-found --wait

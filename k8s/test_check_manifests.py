@@ -83,6 +83,15 @@ class BrokenCopies(Breaking):
             one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] = "other"
         self.broken(change, "selectors: Deployment/mongo-api selects")
 
+    def test_the_statefulsets_service_not_headless(self):
+        self.broken(lambda d: one(d, "Service", "mongo-headless")["spec"].pop("clusterIP"),
+                    "services: StatefulSet/mongo serviceName 'mongo-headless' is not a headless Service")
+
+    def test_the_api_connecting_to_mongodb_by_a_headless_name(self):
+        self.broken(lambda d: next(s for s in d if s["kind"] == "Service" and s["metadata"]["name"] == "mongo")["spec"]
+                    .update({"clusterIP": "None"}),
+                    "services: Deployment/mongo-api connects to MongoDB by the headless Service 'mongo'")
+
     def test_service_selecting_nothing(self):
         self.broken(lambda d: one(d, "Service", "mongo-api")["spec"]["selector"].update({"tier": "x"}), "selectors: Service/mongo-api")
 

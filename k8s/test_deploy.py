@@ -106,6 +106,7 @@ STUB = textwrap.dedent(
           *" get apiservice "*) echo True ;;
           *" get services -A "*) state nodeports ;;
           *" get service mongo-api -o jsonpath"*) echo 30007 ;;
+          *" get service mongo -o jsonpath"*) state mongoip ;;
           *" get pvc "*) false ;;
           *) true ;;
         esac ;;
@@ -161,6 +162,7 @@ class Deploy(unittest.TestCase):
         "namespace": "0",
         "deployed": "",
         "legacy": "",
+        "mongoip": "",
         "reachable": "1",
         # Another cluster's: a default StorageClass, no other Service on a NodePort, and
         # the operator's webhook (when installed) calling into our namespace.
@@ -348,6 +350,27 @@ class Deploy(unittest.TestCase):
             run, _ = self.deploy("apply", "overlays/assignment", "mongo-api:0.1.0", namespace=1, deployed="base")
             self.assertEqual(run.returncode, 0, run.stderr)
 
+    @unittest.skipUnless(REAL_KUBECTL, "needs kubectl for kustomize")
+    def test_a_deployment_made_with_a_headless_mongo_service_gets_both_services_anew(self):
+        steps = [
+            "kubectl --context minikube -n mongo-api delete statefulset mongo --wait",
+            "kubectl --context minikube -n mongo-api wait --for=delete pod/mongo-0 --timeout=120s",
+            "kubectl --context minikube -n mongo-api delete service mongo",
+        ]
+        with secrets_present():
+            run, calls = self.deploy("apply", "base", "mongo-api:0.1.0", namespace=1, deployed="base", mongoip="None")
+            self.assertEqual(run.returncode, 0, run.stderr)
+            applied = next(i for i, c in enumerate(calls) if " apply -k " in c)
+            self.assertEqual([calls.index(step) for step in steps], sorted(calls.index(step) for step in steps), calls)
+            self.assertLess(calls.index(steps[-1]), applied)
+            self.assertIn("MongoDB restarts once, its data stays", run.stdout)
+            # Already a ClusterIP Service (or none yet): nothing is deleted.
+            for ip in ("10.96.12.34", ""):
+                self.log.write_text("")
+                run, calls = self.deploy("apply", "base", "mongo-api:0.1.0", namespace=1, deployed="base", mongoip=ip)
+                self.assertEqual(run.returncode, 0, run.stderr)
+                self.assertFalse([c for c in calls if " delete " in c], calls)
+
     @unittest.skipUnless(
         shutil.which("just") and (ROOT / "target/x86_64-unknown-linux-musl/release/mongo-api").exists(),
         "needs just and a static build",
@@ -444,13 +467,16 @@ class Deploy(unittest.TestCase):
         run, calls = self.deploy("undeploy")
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertEqual(calls[-1], "kubectl --context minikube delete namespace mongo-api --ignore-not-found")
-        self.assertFalse([c for c in calls if "uninstall" in c or " delete " in c and "namespace" not in c], calls)
+        # The API's pods, first and waited for, so none looks MongoDB up once its Service is gone.
+        self.assertEqual(calls[0], "kubectl --context minikube -n mongo-api delete deployment mongo-api --ignore-not-found --cascade=foreground --wait")
+        self.assertFalse([c for c in calls[1:] if "uninstall" in c or " delete " in c and "namespace" not in c], calls)
         self.assert_only_minikube_touched(calls)
 
     def test_undeploy_removes_the_replica_set_the_operator_and_its_webhook_and_leaves_its_crds(self):
         run, calls = self.deploy("undeploy", operator=1, webhook="mongo-api")
         self.assertEqual(run.returncode, 0, run.stderr)
         steps = [
+            "kubectl --context minikube -n mongo-api delete deployment mongo-api --ignore-not-found --cascade=foreground --wait",
             "kubectl --context minikube -n mongo-api delete mongodbcommunity --all --ignore-not-found --wait",
             "helm --kube-context minikube uninstall mongodb-kubernetes -n mongo-api --wait",
             "kubectl --context minikube delete validatingwebhookconfiguration mdbpolicy.mongodb.com",

@@ -225,10 +225,13 @@ class BaseDeployment(unittest.TestCase):
     def test_03_the_service_finds_mongodb_by_the_service_name_through_cluster_dns(self):
         config = next(cm["data"] for cm in get(NAMESPACE, "configmaps")["items"] if "MONGO_HOST" in cm.get("data", {}))
         self.assertEqual(config["MONGO_HOST"], "mongo")
+        service_ip = get(NAMESPACE, "service", "mongo")["spec"]["clusterIP"]
         mongo_ip = get(NAMESPACE, "pod", "mongo-0")["status"]["podIP"]
-        # From a pod of the namespace, as the service's pods ask: the headless Service's
-        # name resolves to MongoDB's pod itself.
-        code, out = one_shot(NAMESPACE, "resolver", f"nslookup mongo.{NAMESPACE}.svc.{s.CLUSTER_DOMAIN}")
+        # From a pod of the namespace, as the service's pods ask: `mongo` is the Service's
+        # address, and the pod keeps its own stable name under the headless Service.
+        code, out = one_shot(NAMESPACE, "resolver", f"nslookup mongo.{NAMESPACE}.svc.{s.CLUSTER_DOMAIN}; "
+                             f"nslookup mongo-0.mongo-headless.{NAMESPACE}.svc.{s.CLUSTER_DOMAIN}")
+        self.assertIn(f"Address: {service_ip}", out)
         self.assertIn(f"Address: {mongo_ip}", out)
         # And the service, which knows MongoDB by that name only, is Ready: its readiness
         # is a ping of MongoDB with its credentials.

@@ -15,9 +15,11 @@ import time
 import unittest
 from pathlib import Path
 
+import yaml
+
 import settings as s
 import testing
-from test_deployment import NAMESPACE, PAGE, URL, api_pods, ready, service_image
+from test_deployment import NAMESPACE, PAGE, URL, api_pods, one_shot, ready, service_image
 from testing import SteadyLoad, eventually, get, http, just, kubectl
 
 CRD = "mongodbcommunity.mongodbcommunity.mongodb.com"
@@ -25,6 +27,27 @@ WEBHOOK = "mdbpolicy.mongodb.com"
 HELM = {"PATH": f"{s.CACHE / 'bin'}:{os.environ['PATH']}"}
 def deploy(env=None, check=True):
     return just("deploy-to", s.CONTEXT, service_image(), env=env, check=check)
+
+
+def mongo_ready():
+    found = kubectl("-n", NAMESPACE, "get", "pod", "mongo-0", "-o", "json", check=False)
+    return found.returncode == 0 and ready(json.loads(found.stdout))
+
+
+def serving(count=20):
+    """COUNT listings in a row answered 200, each on a new connection (so through either
+    API pod, and by any of its workers' clients)."""
+    return all(http("GET", PAGE)[0] == 200 for _ in range(count))
+
+
+def resolvers_answer(service):
+    """Whether every CoreDNS replica, asked directly from a pod of the namespace, answers
+    the service pods' first query for `mongo` with SERVICE's address (each keeps a cache of
+    its own)."""
+    replicas = [p["status"]["podIP"] for p in get("kube-system", "pods", "-l", "k8s-app=kube-dns")["items"]]
+    name = f"mongo.{NAMESPACE}.svc.{s.CLUSTER_DOMAIN}"
+    _, out = one_shot(NAMESPACE, "resolver", "; ".join(f"nslookup {name} {ip}" for ip in replicas))
+    return len(replicas), out.count(f"Address: {service}"), out
 
 
 def namespace_exists(name):
@@ -195,6 +218,39 @@ class MongoDBRestart(unittest.TestCase):
         self.assertTrue(all(error.startswith("status 503") for _, error in listing.failures), listing.summary())
         self.assertLess(time.monotonic() - started, 240)
 
+    def test_with_mongodb_gone_its_name_resolves_and_the_service_serves_once_it_is_back(self):
+        """A name that vanished with MongoDB would be answered "no such name" from CoreDNS's
+        cache for up to 30 s after MongoDB is back: `mongo` is a ClusterIP Service's."""
+        kubectl("-n", NAMESPACE, "scale", "statefulset", "mongo", "--replicas=0")
+        kubectl("-n", NAMESPACE, "wait", "--for=delete", "pod/mongo-0", "--timeout=120s")
+        # The service's clients look MongoDB up again and again meanwhile: each listing is a try.
+        with SteadyLoad(PAGE) as listing:
+            eventually("listings answered 503", 30, lambda: listing.failures)
+            replicas, answered, out = resolvers_answer(get(NAMESPACE, "service", "mongo")["spec"]["clusterIP"])
+            self.assertEqual(answered, replicas, out)
+            kubectl("-n", NAMESPACE, "scale", "statefulset", "mongo", "--replicas=1")
+            eventually("mongo-0 back", 180, mongo_ready, every=0.5)
+        back = time.monotonic()
+        eventually("20 listings in a row", 60, serving, every=0.2)
+        waited = time.monotonic() - back
+        print(f"\nMongoDB scaled to 0 and back: 20 listings in a row {waited:.1f} s after mongo-0 was Ready; "
+              f"while it was gone: {listing.summary()}")
+        self.assertTrue(all(error.startswith("status 503") for _, error in listing.failures), listing.summary())
+        self.assertLess(waited, 10)
+
+    def test_undeploy_and_deploy_at_once_serve_at_once(self):
+        """An undeploy under load, then a deploy at once: what CoreDNS cached while the old
+        namespace went must not be what the new one's pods are told."""
+        with SteadyLoad(PAGE):
+            time.sleep(2)
+            just("undeploy", s.CONTEXT)
+        deploy()
+        replicas, answered, out = resolvers_answer(get(NAMESPACE, "service", "mongo")["spec"]["clusterIP"])
+        self.assertEqual(answered, replicas, out)
+        statuses = [http("POST", f"{URL}/data", {"redeployed": i})[0] for i in range(20)]
+        self.assertEqual(statuses, [201] * 20)
+        self.assertTrue(serving())
+
     def test_editing_an_api_setting_rolls_the_api_and_not_mongodb(self):
         mongo_uid = get(NAMESPACE, "pod", "mongo-0")["metadata"]["uid"]
         # The base with one API setting changed, as a user would edit it.
@@ -215,6 +271,50 @@ class MongoDBRestart(unittest.TestCase):
         mongo = get(NAMESPACE, "pod", "mongo-0")
         self.assertEqual(mongo["metadata"]["uid"], mongo_uid, "MongoDB was restarted")
         self.assertEqual(mongo["status"]["containerStatuses"][0]["restartCount"], 0)
+
+
+
+class AnOlderDeployment(unittest.TestCase):
+    def test_one_made_with_a_headless_mongo_service_moves_over_with_its_data(self):
+        """Deployed before `mongo` became a ClusterIP Service beside the StatefulSet's
+        headless one: both fields are immutable, so `just deploy-to` makes them anew."""
+        self.addCleanup(just, "undeploy", s.CONTEXT)
+        overlay = Path(tempfile.mkdtemp(prefix="mongo-api-older."))
+        self.addCleanup(shutil.rmtree, overlay)
+        shutil.copytree(s.ROOT / "k8s" / "base", overlay / "base")
+        service = next(yaml.safe_load_all((overlay / "base" / "mongo-service.yaml").read_text()))
+        service["spec"]["clusterIP"] = "None"
+        (overlay / "base" / "mongo-service.yaml").write_text(json.dumps(service))
+        statefulset = overlay / "base" / "mongo-statefulset.yaml"
+        statefulset.write_text(statefulset.read_text().replace("serviceName: mongo-headless", "serviceName: mongo"))
+        image = service_image()
+        (overlay / "kustomization.yaml").write_text(json.dumps({
+            "resources": ["base"],
+            "images": [{"name": "mongo-api", "newName": image.split("@")[0], "digest": image.split("@")[1]}],
+        }))
+        kubectl("apply", "-f", "-", input=kubectl("kustomize", str(overlay)).stdout)
+        kubectl("-n", NAMESPACE, "rollout", "status", "statefulset/mongo", "--timeout=300s")
+        kubectl("-n", NAMESPACE, "rollout", "status", "deployment/mongo-api", "--timeout=180s")
+        self.assertEqual(get(NAMESPACE, "service", "mongo")["spec"]["clusterIP"], "None")
+        eventually("the first document in", 60, lambda: http("POST", f"{URL}/data", {"older": 0})[0] == 201)
+        for i in range(1, 10):
+            self.assertEqual(http("POST", f"{URL}/data", {"older": i})[0], 201)
+        claim = get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"]
+
+        done = deploy()
+        self.assertIn("MongoDB restarts once, its data stays", done.stdout)
+        self.assertNotEqual(get(NAMESPACE, "service", "mongo")["spec"]["clusterIP"], "None")
+        self.assertEqual(get(NAMESPACE, "statefulset", "mongo")["spec"]["serviceName"], "mongo-headless")
+        self.assertEqual(get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"], claim)
+
+        def listed():
+            status, body = http("GET", f"{URL}/data")
+            return status == 200 and sorted(d["older"] for d in json.loads(body) if "older" in d)
+
+        # (The old pods' lookups while MongoDB restarted may be cached "no such name" for up
+        # to 30 s: once, for this move.)
+        eventually("all 10 documents listed", 60, lambda: listed() == list(range(10)))
+        self.assertTrue(all(ready(p) for p in api_pods()))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ import settings as s
 # CoreDNS as kubeadm configures it, less `forward . /etc/resolv.conf` (and `loop`, which
 # only detects forwarding loops): names outside the cluster are answered SERVFAIL here,
 # never sent anywhere.
+# How long CoreDNS answers from its cache, a name that no longer exists included (kubeadm's,
+# and so Minikube's, value).
+DNS_CACHE_SECONDS = 30
 COREFILE = f"""\
 .:53 {{
     errors
@@ -24,10 +27,10 @@ COREFILE = f"""\
     kubernetes {s.CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
        pods insecure
        fallthrough in-addr.arpa ip6.arpa
-       ttl 30
+       ttl {DNS_CACHE_SECONDS}
     }}
     prometheus :9153
-    cache 30
+    cache {DNS_CACHE_SECONDS}
     reload
     loadbalance
 }}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+import addons
 import settings as s
 import testing
 from test_deployment import NAMESPACE, PAGE, URL, api_pods, one_shot, ready, service_image
@@ -223,9 +224,12 @@ class MongoDBRestart(unittest.TestCase):
         cache for up to 30 s after MongoDB is back: `mongo` is a ClusterIP Service's."""
         kubectl("-n", NAMESPACE, "scale", "statefulset", "mongo", "--replicas=0")
         kubectl("-n", NAMESPACE, "wait", "--for=delete", "pod/mongo-0", "--timeout=120s")
-        # The service's clients look MongoDB up again and again meanwhile: each listing is a try.
+        # The service's clients look MongoDB up again and again meanwhile: each listing is a
+        # try. CoreDNS's answers from before, which it keeps for DNS_CACHE_SECONDS, are gone
+        # before it is asked.
         with SteadyLoad(PAGE) as listing:
             eventually("listings answered 503", 30, lambda: listing.failures)
+            time.sleep(addons.DNS_CACHE_SECONDS + 1)
             replicas, answered, out = resolvers_answer(get(NAMESPACE, "service", "mongo")["spec"]["clusterIP"])
             self.assertEqual(answered, replicas, out)
             kubectl("-n", NAMESPACE, "scale", "statefulset", "mongo", "--replicas=1")

@@ -11,12 +11,13 @@ import build
 import configs
 import settings as s
 
-# CoreDNS as kubeadm configures it, less `forward . /etc/resolv.conf` (and `loop`, which
-# only detects forwarding loops): names outside the cluster are answered SERVFAIL here,
-# never sent anywhere.
 # How long CoreDNS answers from its cache, a name that no longer exists included (kubeadm's,
 # and so Minikube's, value).
 DNS_CACHE_SECONDS = 30
+
+# CoreDNS as kubeadm configures it, less `forward . /etc/resolv.conf` (and `loop`, which
+# only detects forwarding loops): names outside the cluster are answered SERVFAIL here,
+# never sent anywhere.
 COREFILE = f"""\
 .:53 {{
     errors

@@ -73,6 +73,13 @@ def ready(p):
     return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
 
 
+def mongo_ready():
+    """Whether mongo-0 is Ready; False while it does not exist (between a deletion and the
+    StatefulSet making it again, or scaled to 0)."""
+    found = kubectl("-n", NAMESPACE, "get", "pod", "mongo-0", "-o", "json", check=False)
+    return found.returncode == 0 and ready(json.loads(found.stdout))
+
+
 def restarts_and_reasons():
     """Every container restart in the namespace, with why the last one ended."""
     found = {}
@@ -243,7 +250,7 @@ class BaseDeployment(unittest.TestCase):
             self.assertEqual(http("POST", f"{URL}/data", d)[0], 201)
         claim = get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"]
         kubectl("-n", NAMESPACE, "delete", "pod", "mongo-0", "--wait=true")
-        eventually("mongo-0 back", 180, lambda: ready(get(NAMESPACE, "pod", "mongo-0")), every=2)
+        eventually("mongo-0 back", 180, mongo_ready, every=2)
         self.assertEqual(get(NAMESPACE, "pvc", "data-mongo-0")["spec"]["volumeName"], claim)
         def survivors():
             # (In an order of MongoDB's choosing: natural order is not kept across a

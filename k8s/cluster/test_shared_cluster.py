@@ -20,7 +20,7 @@ import yaml
 import addons
 import settings as s
 import testing
-from test_deployment import NAMESPACE, PAGE, URL, api_pods, one_shot, ready, service_image
+from test_deployment import NAMESPACE, PAGE, URL, api_pods, mongo_ready, one_shot, ready, service_image
 from testing import SteadyLoad, eventually, get, http, just, kubectl
 
 CRD = "mongodbcommunity.mongodbcommunity.mongodb.com"
@@ -30,11 +30,6 @@ def deploy(env=None, check=True):
     return just("deploy-to", s.CONTEXT, service_image(), env=env, check=check)
 
 
-def mongo_ready():
-    found = kubectl("-n", NAMESPACE, "get", "pod", "mongo-0", "-o", "json", check=False)
-    return found.returncode == 0 and ready(json.loads(found.stdout))
-
-
 def serving(count=20):
     """COUNT listings in a row answered 200, each on a new connection (so through either
     API pod, and by any of its workers' clients)."""
@@ -42,13 +37,19 @@ def serving(count=20):
 
 
 def resolvers_answer(service):
-    """Whether every CoreDNS replica, asked directly from a pod of the namespace, answers
-    the service pods' first query for `mongo` with SERVICE's address (each keeps a cache of
-    its own)."""
+    """CoreDNS's replicas asked directly, from a pod of the namespace, the service pods' first
+    query for `mongo` (each keeps a cache of its own): how many replicas, how many answered
+    SERVICE's address, and what they said."""
     replicas = [p["status"]["podIP"] for p in get("kube-system", "pods", "-l", "k8s-app=kube-dns")["items"]]
     name = f"mongo.{NAMESPACE}.svc.{s.CLUSTER_DOMAIN}"
     _, out = one_shot(NAMESPACE, "resolver", "; ".join(f"nslookup {name} {ip}" for ip in replicas))
     return len(replicas), out.count(f"Address: {service}"), out
+
+
+def images(image):
+    """A kustomization's `images` pinning the service to IMAGE (NAME@DIGEST)."""
+    name, digest = image.split("@")
+    return [{"name": "mongo-api", "newName": name, "digest": digest}]
 
 
 def namespace_exists(name):
@@ -205,7 +206,7 @@ class MongoDBRestart(unittest.TestCase):
         with SteadyLoad(f"{URL}/") as root, SteadyLoad(PAGE) as listing:
             started = time.monotonic()
             kubectl("-n", NAMESPACE, "delete", "pod", "mongo-0", "--wait=false")
-            eventually("mongo-0 back", 180, lambda: ready(get(NAMESPACE, "pod", "mongo-0")), every=1)
+            eventually("mongo-0 back", 180, mongo_ready, every=1)
             eventually("listings again", 60, lambda: http("GET", PAGE)[0] == 200)
             time.sleep(2)
         for second, error in listing.failures:
@@ -264,7 +265,7 @@ class MongoDBRestart(unittest.TestCase):
         (overlay / "kustomization.yaml").write_text(json.dumps({
             "resources": [os.path.relpath(s.ROOT / "k8s" / "base", overlay)],
             "configMapGenerator": [{"name": "api-config", "behavior": "merge", "literals": ["LOG_LEVEL=debug"]}],
-            "images": [{"name": "mongo-api", "newName": image.split("@")[0], "digest": image.split("@")[1]}],
+            "images": images(image),
         }))
         rendered = kubectl("kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)).stdout
         kubectl("apply", "-f", "-", input=rendered)
@@ -275,7 +276,6 @@ class MongoDBRestart(unittest.TestCase):
         mongo = get(NAMESPACE, "pod", "mongo-0")
         self.assertEqual(mongo["metadata"]["uid"], mongo_uid, "MongoDB was restarted")
         self.assertEqual(mongo["status"]["containerStatuses"][0]["restartCount"], 0)
-
 
 
 class AnOlderDeployment(unittest.TestCase):
@@ -294,7 +294,7 @@ class AnOlderDeployment(unittest.TestCase):
         image = service_image()
         (overlay / "kustomization.yaml").write_text(json.dumps({
             "resources": ["base"],
-            "images": [{"name": "mongo-api", "newName": image.split("@")[0], "digest": image.split("@")[1]}],
+            "images": images(image),
         }))
         kubectl("apply", "-f", "-", input=kubectl("kustomize", str(overlay)).stdout)
         kubectl("-n", NAMESPACE, "rollout", "status", "statefulset/mongo", "--timeout=300s")
